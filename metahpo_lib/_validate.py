@@ -1,0 +1,75 @@
+"""Small input checks shared by every module: clear errors that name the argument."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+
+def tensor(x, name: str, *, ndim: int | tuple[int, ...] | None = None, floating: bool = True,
+           finite: bool = True) -> torch.Tensor:
+    """Return ``x`` if it is a tensor of the expected kind, else raise a clear error."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (float32 or float64), got dtype {x.dtype}; "
+                        f"convert it with {name}.double() or {name}.float()")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if x.ndim not in allowed:
+            raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} dimension(s), "
+                             f"got shape {tuple(x.shape)}")
+    if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def same_rows(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    """Raise if ``a`` and ``b`` do not have the same number of rows."""
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"{name_a} and {name_b} must have the same number of rows, "
+                         f"got {a.shape[0]} and {b.shape[0]}")
+
+
+def tensor_dict(d, name: str, expected: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Check a params/hparams dict: a mapping of str to floating tensors, with the keys
+    (and shapes) of ``expected`` when given."""
+    if not isinstance(d, Mapping):
+        raise TypeError(f"{name} must be a dict of str to torch.Tensor, got {type(d).__name__}")
+    if expected is not None:
+        missing = sorted(set(expected) - set(d))
+        extra = sorted(set(d) - set(expected))
+        if missing or extra:
+            raise ValueError(f"{name} must have keys {sorted(expected)}; missing {missing}, unexpected {extra}")
+    for k, v in d.items():
+        tensor(v, f"{name}[{k!r}]", finite=False)
+        if expected is not None and v.shape != expected[k].shape:
+            raise ValueError(f"{name}[{k!r}] must have shape {tuple(expected[k].shape)}, got {tuple(v.shape)}")
+    return dict(d)
+
+
+def positive_int(x, name: str, minimum: int = 1) -> int:
+    """Return ``x`` as an int if it is an integer >= ``minimum``."""
+    if isinstance(x, bool) or not isinstance(x, int) or x < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {x!r}")
+    return x
+
+
+def positive_float(x, name: str, *, allow_zero: bool = False) -> float:
+    """Return ``x`` as a float if it is finite and > 0 (or >= 0 with ``allow_zero``)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(x).__name__}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {x!r}")
+    return v
+
+
+def choice(x, name: str, options) -> str:
+    """Return ``x`` if it is one of ``options``."""
+    if x not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {x!r}")
+    return x

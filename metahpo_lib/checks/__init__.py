@@ -1,0 +1,92 @@
+"""Self-checks for exercises: run a learner's function and the reference on the same seeded
+inputs and say, in plain words, what differs.
+
+Each chapter has its own module (``checks.ch01``, ...) of ready-made checks; they all use
+:func:`compare`. A check prints one line when everything matches and raises
+``AssertionError`` with an explanation otherwise (``NotImplementedError`` from an
+unsolved exercise passes through unchanged, so the grader can say "not attempted").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+
+__all__ = ["compare", "describe_difference"]
+
+
+def _fmt(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"tensor of shape {tuple(x.shape)}, dtype {x.dtype}"
+    if isinstance(x, Mapping):
+        return f"dict with keys {sorted(x)}"
+    return f"{type(x).__name__} {x!r}" if not isinstance(x, (list, tuple)) else f"{type(x).__name__} of length {len(x)}"
+
+
+def describe_difference(got, want, *, rtol: float, atol: float, where: str = "the result") -> str | None:
+    """None when ``got`` matches ``want`` (tensors, numbers, dicts, lists), else a sentence."""
+    if isinstance(want, Mapping):
+        if not isinstance(got, Mapping):
+            return f"{where} should be a dict with keys {sorted(want)}, but is a {_fmt(got)}"
+        if set(got) != set(want):
+            return f"{where} should have keys {sorted(want)}, but has keys {sorted(got)}"
+        for k in want:
+            msg = describe_difference(got[k], want[k], rtol=rtol, atol=atol, where=f"{where}[{k!r}]")
+            if msg:
+                return msg
+        return None
+    if isinstance(want, (list, tuple)):
+        if not isinstance(got, (list, tuple)) or len(got) != len(want):
+            return f"{where} should be a {type(want).__name__} of length {len(want)}, but is a {_fmt(got)}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            msg = describe_difference(g, w, rtol=rtol, atol=atol, where=f"{where}[{i}]")
+            if msg:
+                return msg
+        return None
+    if isinstance(want, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            return f"{where} should be a {_fmt(want)}, but is a {_fmt(got)}"
+        if got.shape != want.shape:
+            return f"{where} should have shape {tuple(want.shape)}, but has shape {tuple(got.shape)}"
+        got = got.detach().to(want.device, want.dtype)
+        if not bool(torch.isfinite(got).all()) and bool(torch.isfinite(want).all()):
+            return f"{where} contains NaN or inf values"
+        if not torch.allclose(got, want.detach(), rtol=rtol, atol=atol):
+            err = (got - want.detach()).abs()
+            i = int(err.argmax())
+            return (f"{where} differs from the reference: largest difference {float(err.max()):.3g} at flat index {i} "
+                    f"(yours {float(got.flatten()[i]):.6g}, expected {float(want.detach().flatten()[i]):.6g})")
+        return None
+    if isinstance(want, (int, float)) and not isinstance(want, bool):
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if not isinstance(got, (int, float)):
+            return f"{where} should be a number, but is a {_fmt(got)}"
+        if not math.isclose(got, want, rel_tol=rtol, abs_tol=atol):
+            return f"{where} is {got:.6g}, expected {want:.6g}"
+        return None
+    return None if got == want else f"{where} is {got!r}, expected {want!r}"
+
+
+def compare(fn: Callable, reference: Callable, cases: Sequence[tuple[str, tuple, dict]], *, name: str | None = None,
+            rtol: float = 1e-6, atol: float = 1e-8, quiet: bool = False) -> None:
+    """Call ``fn(*args, **kwargs)`` and ``reference(*args, **kwargs)`` for each case
+    ``(description, args, kwargs)`` and raise ``AssertionError`` at the first difference."""
+    name = name or getattr(fn, "__name__", "your function")
+    if not callable(fn):
+        raise AssertionError(f"{name} should be a function, but is a {type(fn).__name__}")
+    for desc, args, kwargs in cases:
+        want = reference(*args, **kwargs)
+        try:
+            got = fn(*args, **kwargs)
+        except NotImplementedError:
+            raise
+        except Exception as e:  # the learner's code crashed: say where
+            raise AssertionError(f"{name} raised {type(e).__name__}: {e}  (on {desc})") from e
+        msg = describe_difference(got, want, rtol=rtol, atol=atol)
+        if msg:
+            raise AssertionError(f"{name}: on {desc}, {msg}")
+    if not quiet:
+        print(f"✔ {name} matches the reference on {len(cases)} seeded case(s).")

@@ -1,0 +1,140 @@
+"""Data sets as standardised, seeded tensor splits (notebook 01).
+
+Only data that ship inside scikit-learn (no download) or are generated here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import _validate as V
+
+# name -> (sklearn loader, task)
+BUNDLED = {
+    "diabetes": ("load_diabetes", "regression"),
+    "breast_cancer": ("load_breast_cancer", "classification"),
+    "digits": ("load_digits", "classification"),
+    "iris": ("load_iris", "classification"),
+    "wine": ("load_wine", "classification"),
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train/validation/test tensors of one data set, standardised with training statistics."""
+
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_val: torch.Tensor
+    y_val: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    task: str
+    feature_names: tuple[str, ...] = ()
+    name: str = ""
+
+    @property
+    def num_features(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes (classification) or None (regression)."""
+        if self.task != "classification":
+            return None
+        return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
+
+    def __repr__(self) -> str:
+        sizes = "/".join(str(t.shape[0]) for t in (self.X_train, self.X_val, self.X_test))
+        return (f"Split({self.name!r}, {self.task}, train/val/test = {sizes}, features = {self.num_features}, "
+                f"{self.X_train.dtype}, {self.X_train.device})")
+
+
+def _fractions(split) -> tuple[float, float, float]:
+    if not (isinstance(split, (tuple, list)) and len(split) == 3):
+        raise ValueError(f"split must be three fractions (train, val, test), got {split!r}")
+    f = tuple(float(s) for s in split)
+    if min(f) <= 0 or abs(sum(f) - 1) > 1e-9:
+        raise ValueError(f"split fractions must be > 0 and sum to 1, got {split!r}")
+    return f
+
+
+def from_arrays(X, y, *, task: str, split=(0.6, 0.2, 0.2), seed: int = 0, device=None,
+                dtype: torch.dtype = torch.float64, standardize_x: bool = True, standardize_y: bool = True,
+                name: str = "", feature_names=()) -> Split:
+    """Shuffle (seeded), split and standardise arrays ``X (n, d)``, ``y (n,)``.
+
+    Features are standardised with the training mean and std (only centred when
+    ``standardize_x`` is False); regression targets too (when ``standardize_y``). Classification labels become ``torch.long`` in 0..C-1.
+    """
+    V.choice(task, "task", {"regression", "classification"})
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"X must be (n, d) and y (n,) with the same n, got {X.shape} and {y.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinite values")
+    f = _fractions(split)
+    n = X.shape[0]
+    perm = np.random.default_rng(seed).permutation(n)
+    n_tr, n_va = int(round(f[0] * n)), int(round(f[1] * n))
+    idx = perm[:n_tr], perm[n_tr:n_tr + n_va], perm[n_tr + n_va:]
+    mu, sd = X[idx[0]].mean(0), X[idx[0]].std(0)
+    sd[sd == 0] = 1.0
+    if not standardize_x:
+        sd = np.ones_like(sd)
+    Xs = (X - mu) / sd
+    if task == "regression":
+        y = y.astype(np.float64)
+        if standardize_y:
+            y = (y - y[idx[0]].mean()) / y[idx[0]].std()
+        ys = [torch.as_tensor(y[i], dtype=dtype, device=device) for i in idx]
+    else:
+        classes, y = np.unique(y, return_inverse=True)
+        ys = [torch.as_tensor(y[i], dtype=torch.long, device=device) for i in idx]
+    Xs_ = [torch.as_tensor(Xs[i], dtype=dtype, device=device) for i in idx]
+    return Split(Xs_[0], ys[0], Xs_[1], ys[1], Xs_[2], ys[2], task=task,
+                 feature_names=tuple(feature_names), name=name)
+
+
+def load(name: str, *, split=(0.6, 0.2, 0.2), seed: int = 0, device=None,
+         dtype: torch.dtype = torch.float64) -> Split:
+    """Load a scikit-learn bundled data set as a seeded, standardised :class:`Split`.
+
+    ``name`` is one of ``BUNDLED``: diabetes (regression), breast_cancer, digits, iris, wine.
+    """
+    if name not in BUNDLED:
+        raise ValueError(f"name must be one of {sorted(BUNDLED)} (scikit-learn bundled data sets), got {name!r}")
+    import sklearn.datasets
+
+    loader, task = BUNDLED[name]
+    bunch = getattr(sklearn.datasets, loader)()
+    names = tuple(getattr(bunch, "feature_names", ()) or ())
+    return from_arrays(bunch.data, bunch.target, task=task, split=split, seed=seed, device=device,
+                       dtype=dtype, name=name, feature_names=names)
+
+
+def make_regression(n: int = 500, d: int = 20, *, condition: float = 1.0, noise: float = 0.5,
+                    split=(0.6, 0.2, 0.2), seed: int = 0, device=None,
+                    dtype: torch.dtype = torch.float64) -> Split:
+    """Generated linear regression ``y = X w + noise`` with feature scales spread so that
+    the covariance has condition number about ``condition`` (ill-conditioned problems).
+
+    Feature j is scaled by ``condition ** (-j / (2 (d - 1)))``, so X^T X spans ``condition``.
+    X is centred, not scaled (scaling would undo the conditioning); y is left as generated.
+    """
+    V.positive_int(n, "n", 5)
+    V.positive_int(d, "d")
+    V.positive_float(condition, "condition")
+    V.positive_float(noise, "noise", allow_zero=True)
+    rng = np.random.default_rng(seed)
+    scales = condition ** (-np.arange(d) / (2 * max(d - 1, 1)))
+    X = rng.standard_normal((n, d)) * scales
+    w = rng.standard_normal(d)
+    y = X @ w + noise * rng.standard_normal(n)
+    return from_arrays(X, y, task="regression", split=split, seed=seed, device=device, dtype=dtype,
+                       standardize_x=False, standardize_y=False,
+                       name=f"make_regression(n={n}, d={d}, condition={condition:g})")

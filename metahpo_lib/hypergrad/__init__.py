@@ -1,0 +1,11 @@
+"""Hypergradients d L_val(θ*(λ), λ) / dλ, one method per module, one call shape:
+
+    hypergrad.METHOD(problem, hparams, **method_options) -> dict like hparams
+
+- ``exact``: autograd through the closed-form inner solve (notebook 01)
+"""
+
+from ._common import prepare_hparams, total_derivative
+from .exact import exact
+
+__all__ = ["exact", "prepare_hparams", "total_derivative"]

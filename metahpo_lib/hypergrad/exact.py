@@ -1,0 +1,29 @@
+r"""The exact hypergradient through a closed-form inner solution (notebook 01).
+
+.. math:: \frac{d}{d\lambda} L_{val}(\theta^*(\lambda), \lambda), \quad
+          \theta^*(\lambda) = \texttt{problem.solve\_inner}(\lambda)
+
+computed by autograd through the solve (e.g. ``torch.linalg.solve`` for ridge). This is the
+reference every other method in the course is compared with.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import prepare_hparams, total_derivative
+
+
+def exact(problem, hparams) -> dict[str, torch.Tensor]:
+    """Exact hypergradient of ``problem.outer_loss`` at ``problem.solve_inner(hparams)``.
+
+    Returns a dict with the keys and shapes of ``hparams``. Needs ``problem.solve_inner``.
+    """
+    hp = prepare_hparams(problem, hparams)
+    if problem.solve_inner is None:
+        raise ValueError(f"problem {problem.name!r} has no closed-form solve_inner; use an iterative method "
+                         "(hypergrad.unrolled or hypergrad.implicit) instead of hypergrad.exact")
+    with torch.enable_grad():
+        params = problem.solve_inner(hp)
+        value = problem.outer_loss(params, hp)
+        return total_derivative(value, hp)
