@@ -3,9 +3,11 @@
     hypergrad.METHOD(problem, hparams, **method_options) -> dict like hparams
 
 - ``exact``: autograd through the closed-form inner solve (notebook 01)
+- ``implicit``: implicit function theorem with CG / Neumann / fixed-point solves of H q = dL_val/dθ (notebook 04)
 """
 
 from ._common import prepare_hparams, total_derivative
 from .exact import exact
+from .implicit import implicit
 
 __all__ = ["exact", "prepare_hparams", "total_derivative"]

