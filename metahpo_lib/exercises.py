@@ -155,7 +155,7 @@ def exercises_of(solution) -> list[Exercise]:
     return found
 
 
-def _errors(cell) -> list[tuple[str, str]]:
+def cell_errors(cell) -> list[tuple[str, str]]:
     return [(o.get("ename", ""), o.get("evalue", "")) for o in cell.get("outputs", []) if o.output_type == "error"]
 
 
@@ -194,7 +194,7 @@ def grade(notebook, solutions_dir=None, *, timeout: int = 600) -> list[tuple[str
     ran = {c.id: c for c in execute(learner, path.resolve().parent, timeout).cells}
     rows = []
     for ex in exercises:
-        errs = [e for cid in [ex.cell_id, *ex.test_ids] if cid in ran for e in _errors(ran[cid])]
+        errs = [e for cid in [ex.cell_id, *ex.test_ids] if cid in ran for e in cell_errors(ran[cid])]
         if ex.cell_id not in ran:
             rows.append((ex.name, "not attempted", "its cell was deleted"))
         elif any(name == "NotImplementedError" for name, _ in errs):

@@ -160,21 +160,53 @@ def _apply(matvec, x: Tree, b: Tree) -> Tree:
     return out
 
 
-def _preconditioner(precondition, b: Tree) -> Callable[[Tree], Tree] | None:
-    """None, a callable r -> M r, or the Hessian diagonal (Jacobi) as a tensor/dict like b."""
+class _Flat:
+    """Flatten a tensor or dict of tensors ``like`` into one vector and back (solvers run on one
+    vector: fewer, larger tensor operations per iteration)."""
+
+    def __init__(self, like: Tree):
+        self.is_tensor = isinstance(like, torch.Tensor)
+        if self.is_tensor:
+            self.shape = like.shape
+        else:
+            self.keys = list(like)
+            self.shapes = [like[k].shape for k in self.keys]
+            self.sizes = [like[k].numel() for k in self.keys]
+
+    def flat(self, t: Tree) -> torch.Tensor:
+        if self.is_tensor:
+            return t.reshape(-1)
+        if len(self.keys) == 1:
+            return t[self.keys[0]].reshape(-1)
+        return torch.cat([t[k].reshape(-1) for k in self.keys])
+
+    def tree(self, v: torch.Tensor) -> Tree:
+        if self.is_tensor:
+            return v.view(self.shape)
+        if len(self.keys) == 1:
+            return {self.keys[0]: v.view(self.shapes[0])}
+        return {k: c.view(s) for k, c, s in zip(self.keys, torch.split(v, self.sizes), self.shapes)}
+
+    def matvec(self, matvec, b: Tree):
+        return lambda v: self.flat(_apply(matvec, self.tree(v), b))
+
+
+def _preconditioner(precondition, b: Tree, fl: _Flat):
+    """None, a function r -> M r, or the Hessian diagonal (Jacobi) as a tensor/dict like b;
+    returned as a function on flat vectors."""
     if precondition is None:
         return None
-    if callable(precondition) and not isinstance(precondition, (torch.Tensor, Mapping)):
-        return precondition
     if isinstance(precondition, (torch.Tensor, Mapping)):
         diag = _check_tree(precondition, "precondition")
         _same_structure(diag, b, "precondition (the Hessian diagonal)", "b")
-        bad = _map(lambda d: bool((d <= 0).any()), diag)
-        if bad is True or (isinstance(bad, dict) and any(bad.values())):
+        d = fl.flat(diag)
+        if bool((d <= 0).any()):
             raise ValueError("precondition (the Hessian diagonal for Jacobi preconditioning) must be > 0 "
                              "everywhere; a non-positive diagonal means H is not positive definite")
-        inv = _map(torch.reciprocal, diag)
-        return lambda r: _map(torch.mul, r, inv)
+        inv = torch.reciprocal(d)
+        return lambda r: r * inv
+    if callable(precondition):
+        return lambda r: fl.flat(_apply(precondition, fl.tree(r), b))
     raise TypeError("precondition must be None, a function r -> M r, or the Hessian diagonal as a tensor or "
                     f"dict like b (Jacobi), got {type(precondition).__name__}")
 
@@ -185,12 +217,28 @@ def _fail(msg: str, on_failure: str, stacklevel: int = 3) -> None:
     warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)
 
 
-def _common_args(b, iters, tol, on_failure):
+def _common_args(matvec, b, iters, tol, on_failure):
+    _check_matvec(matvec)
     b = _check_tree(b, "b")
     iters = V.positive_int(iters, "iters")
     tol = V.positive_float(tol, "tol")
     V.choice(on_failure, "on_failure", {"raise", "warn"})
     return b, iters, tol
+
+
+def _start(matvec, b, x0, fl):
+    """Flat b, x and residual b - H x for the initial guess ``x0`` (zeros when None)."""
+    bf = fl.flat(b)
+    if x0 is None:
+        return bf, torch.zeros_like(bf), bf
+    x0 = _check_tree(x0, "x0")
+    _same_structure(x0, b, "x0", "b")
+    xf = fl.flat(x0).to(bf.dtype)
+    return bf, xf, bf - matvec(xf)
+
+
+def _stop_message(tol, iters, res, b_norm):
+    return f"reached iters={iters} with relative residual {res[-1] / max(b_norm, 1e-300):.3g} (tol={tol:g})"
 
 
 # ----------------------------------------------------------------------------- solvers
@@ -204,27 +252,23 @@ def cg(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 100, tol: float 
     ``x0``: initial guess (default zeros). A direction with :math:`p^\top H p \le 0` (``H`` not
     positive definite) or a non-finite value raises :class:`SolverError`; with
     ``on_failure="warn"`` it warns and returns the last good iterate (``converged=False``).
+    One device synchronisation per iteration (for the residual history).
     """
-    b, iters, tol = _common_args(b, iters, tol, on_failure)
-    _check_matvec(matvec)
-    M = _preconditioner(precondition, b)
-    if x0 is None:
-        x = _map(torch.zeros_like, b)
-        r = b
-    else:
-        x = _check_tree(x0, "x0")
-        _same_structure(x, b, "x0", "b")
-        r = _map(torch.sub, b, _apply(matvec, x, b))
-    b_norm = float(tree_norm(b))
-    res = [float(tree_norm(r))]
-    out = SolveResult(x, res, b_norm=b_norm)
-    if not math.isfinite(res[0]):
+    b, iters, tol = _common_args(matvec, b, iters, tol, on_failure)
+    fl = _Flat(b)
+    A = fl.matvec(matvec, b)
+    M = _preconditioner(precondition, b, fl)
+    bf, x, r = _start(A, b, x0, fl)
+    b_norm, r_norm = torch.stack([bf.norm(), r.norm()]).tolist()
+    res = [r_norm]
+    out = SolveResult(fl.tree(x), res, b_norm=b_norm)
+    if not math.isfinite(r_norm):
         _fail("cg: the initial residual b - H x0 is not finite (NaN or inf in b, x0 or H x0)", on_failure)
         out.message = "non-finite initial residual"
         return out
     z = r if M is None else M(r)
     p = z
-    rz = tree_dot(r, z)
+    rz = torch.dot(r, z)
     thresh = tol * b_norm
     k = 0
     while True:
@@ -232,16 +276,16 @@ def cg(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 100, tol: float 
             out.converged, out.message = True, f"converged: relative residual <= tol={tol:g}"
             break
         if k == iters:
-            out.message = f"reached iters={iters} with relative residual {res[-1] / max(b_norm, 1e-300):.3g}"
+            out.message = _stop_message(tol, iters, res, b_norm)
             break
-        Ap = _apply(matvec, p, b)
-        pAp = tree_dot(p, Ap)
+        Ap = A(p)
+        pAp = torch.dot(p, Ap)
         alpha = rz / pAp
-        x_new = _map(lambda xi, pi: xi + alpha * pi, x, p)
-        r_new = _map(lambda ri, ai: ri - alpha * ai, r, Ap)
+        x_new = torch.addcmul(x, p, alpha)
+        r_new = torch.addcmul(r, Ap, alpha, value=-1)
         z_new = r_new if M is None else M(r_new)
-        rz_new = tree_dot(r_new, z_new)
-        rr = tree_dot(r_new, r_new)
+        rz_new = torch.dot(r_new, z_new)
+        rr = rz_new if M is None else torch.dot(r_new, r_new)
         pAp_f, rr_f, rz_f = torch.stack([pAp, rr, rz_new]).tolist()  # one device sync per iteration
         k += 1
         if not pAp_f > 0:
@@ -264,13 +308,12 @@ def cg(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 100, tol: float 
             break
         x, r = x_new, r_new
         res.append(math.sqrt(rr_f))
-        out.x, out.iters = x, k
+        out.iters = k
         if rr_f == 0:
             continue
-        beta = rz_new / rz
-        p = _map(lambda zi, pi: zi + beta * pi, z_new, p)
+        p = torch.addcmul(z_new, p, rz_new / rz)
         rz = rz_new
-    out.x, out.iters = x, k
+    out.x, out.iters = fl.tree(x), k
     return out
 
 
@@ -281,54 +324,23 @@ def _check_step(step, matvec, b) -> float:
 
 
 def _diverging(res: list[float], b_norm: float, window: int = 3) -> bool:
-    """True when the residual grew in each of the last ``window`` steps (by more than round-off)
-    and is above its starting value: the iteration map is not a contraction."""
-    if len(res) <= window or not math.isfinite(res[-1]):
-        return not math.isfinite(res[-1])
+    """True when the residual is not finite, or grew in each of the last ``window`` steps (by
+    more than round-off) to above its starting value: the iteration map is not a contraction."""
+    if not math.isfinite(res[-1]):
+        return True
+    if len(res) <= window:
+        return False
     tail = res[-window - 1:]
     grew = all(b_ > a_ * (1 + 1e-6) for a_, b_ in zip(tail, tail[1:]))
     return grew and res[-1] > res[0] and res[-1] > 1e-12 * b_norm
 
 
-def _linear_iteration(matvec, b, iters, tol, step, momentum, x0, on_failure, name) -> SolveResult:
-    b_norm = float(tree_norm(b))
-    if x0 is None:
-        x = _map(torch.zeros_like, b)
-        r = b  # residual b - H x
-    else:
-        x = _check_tree(x0, "x0")
-        _same_structure(x, b, "x0", "b")
-        r = _map(torch.sub, b, _apply(matvec, x, b))
-    res = [float(tree_norm(r))]
-    out = SolveResult(x, res, b_norm=b_norm)
-    x_prev = x
-    k = 0
-    while True:
-        if res[-1] <= tol * b_norm:
-            out.converged, out.message = True, f"converged: relative residual <= tol={tol:g}"
-            break
-        if k == iters:
-            out.message = f"reached iters={iters} with relative residual {res[-1] / max(b_norm, 1e-300):.3g}"
-            break
-        if momentum:
-            x_new = _map(lambda xi, ri, pi: xi + step * ri + momentum * (xi - pi), x, r, x_prev)
-        else:
-            x_new = _map(lambda xi, ri: xi + step * ri, x, r)
-        x_prev, x = x, x_new
-        r = _map(torch.sub, b, _apply(matvec, x, b))
-        k += 1
-        res.append(float(tree_norm(r)))
-        out.x, out.iters = x, k
-        if _diverging(res, b_norm):
-            msg = (f"{name}: the residual is growing (||b - H x|| = {res[-4]:.3g} -> {res[-1]:.3g} over the last 3 "
-                   f"iterations, started at {res[0]:.3g}): step={step:.3g} is too large for convergence "
-                   "(it needs step < 2 / lambda_max(H); try step=None to estimate it) or H is not positive definite")
-            if not math.isfinite(res[-1]):
-                msg = f"{name}: the iteration produced NaN or inf at iteration {k} (step={step:.3g} too large?)"
-            _fail(msg, on_failure, stacklevel=4)
-            out.message = msg
-            break
-    return out
+def _divergence_message(name, res, k, step, what="iterations"):
+    if not math.isfinite(res[-1]):
+        return f"{name}: the iteration produced NaN or inf at iteration {k} (step={step:.3g} too large?)"
+    return (f"{name}: the residual is growing (||b - H x|| = {res[-4]:.3g} -> {res[-1]:.3g} over the last 3 {what}, "
+            f"started at {res[0]:.3g}): step={step:.3g} is too large for convergence (it needs "
+            "step < 2 / lambda_max(H); try step=None to estimate it) or H is not positive definite")
 
 
 def neumann(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 100, tol: float = 1e-10,
@@ -337,42 +349,40 @@ def neumann(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 100, tol: f
 
     Converges when :math:`0 < \alpha < 2/\lambda_{max}(H)` and ``H`` is positive definite, at
     the rate :math:`\max_i |1 - \alpha \lambda_i|` per term. ``step`` α (default: ``1 /``
-    :func:`max_eigenvalue`, a few extra matvecs). One matvec per term; the residual history is
-    ``||b - H x_k||``. A residual that keeps growing (step too large, or ``H`` not positive
-    definite) raises :class:`SolverError` (or warns and stops with ``on_failure="warn"``).
+    :func:`max_eigenvalue`, 30 extra matvecs). One matvec per term; the residual
+    :math:`b - H x_K = (I - \alpha H)^K b` is the next term, so its history costs nothing. A
+    residual that keeps growing (step too large, or ``H`` not positive definite) raises
+    :class:`SolverError` (or warns and stops with ``on_failure="warn"``).
     """
-    b, iters, tol = _common_args(b, iters, tol, on_failure)
-    _check_matvec(matvec)
+    b, iters, tol = _common_args(matvec, b, iters, tol, on_failure)
     step = _check_step(step, matvec, b)
-    # term p_k = (I - aH)^k b; partial sum x_K = a sum_{k<K} p_k; residual b - H x_K = p_K
-    p = b
-    x = _map(torch.zeros_like, b)
-    b_norm = float(tree_norm(b))
+    fl = _Flat(b)
+    A = fl.matvec(matvec, b)
+    p = fl.flat(b)  # term p_k = (I - aH)^k b = residual of x_k
+    x = torch.zeros_like(p)
+    b_norm = float(p.norm())
     res = [b_norm]
-    out = SolveResult(x, res, b_norm=b_norm)
+    out = SolveResult(fl.tree(x), res, b_norm=b_norm)
     k = 0
     while True:
         if res[-1] <= tol * b_norm:
             out.converged, out.message = True, f"converged: relative residual <= tol={tol:g}"
             break
         if k == iters:
-            out.message = f"reached iters={iters} with relative residual {res[-1] / max(b_norm, 1e-300):.3g}"
+            out.message = _stop_message(tol, iters, res, b_norm)
             break
-        x = _map(lambda xi, pi: xi + step * pi, x, p)
-        Hp = _apply(matvec, p, b)
-        p = _map(lambda pi, hi: pi - step * hi, p, Hp)
+        x_new = torch.add(x, p, alpha=step)
+        p = torch.add(p, A(p), alpha=-step)
         k += 1
-        res.append(float(tree_norm(p)))
-        out.x, out.iters = x, k
+        res.append(float(p.norm()))
         if _diverging(res, b_norm):
-            msg = (f"neumann: the residual is growing (||b - H x|| = {res[-4]:.3g} -> {res[-1]:.3g} over the last 3 "
-                   f"terms, started at {res[0]:.3g}): step={step:.3g} is too large for the series to converge "
-                   "(it needs step < 2 / lambda_max(H); try step=None to estimate it) or H is not positive definite")
-            if not math.isfinite(res[-1]):
-                msg = f"neumann: the series produced NaN or inf at term {k} (step={step:.3g} too large?)"
+            msg = _divergence_message("neumann", res, k, step, "terms")
             _fail(msg, on_failure)
             out.message = msg
             break
+        x = x_new
+        out.iters = k
+    out.x = fl.tree(x)
     return out
 
 
@@ -386,17 +396,45 @@ def fixed_point(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 100, to
     With ``x0=None`` (zeros) and ``momentum`` β = 0 the iterates equal :func:`neumann`'s; the
     fixed-point view adds a warm start ``x0`` (e.g. the previous outer step's solution) and
     heavy-ball momentum β ∈ [0, 1), which with :math:`\alpha = 4/(\sqrt{L}+\sqrt{\mu})^2`,
-    :math:`\beta = ((\sqrt{\kappa}-1)/(\sqrt{\kappa}+1))^2` converges like CG's :math:`\sqrt{\kappa}`
+    :math:`\beta = ((\sqrt{\kappa}-1)/(\sqrt{\kappa}+1))^2` converges at CG's :math:`\sqrt{\kappa}`
     rate. ``step`` defaults to ``1 /`` :func:`max_eigenvalue`. Divergence raises
     :class:`SolverError` (or warns and stops with ``on_failure="warn"``).
     """
-    b, iters, tol = _common_args(b, iters, tol, on_failure)
-    _check_matvec(matvec)
+    b, iters, tol = _common_args(matvec, b, iters, tol, on_failure)
     momentum = V.positive_float(momentum, "momentum", allow_zero=True)
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     step = _check_step(step, matvec, b)
-    return _linear_iteration(matvec, b, iters, tol, step, momentum, x0, on_failure, "fixed_point")
+    fl = _Flat(b)
+    A = fl.matvec(matvec, b)
+    bf, x, r = _start(A, b, x0, fl)
+    b_norm, r_norm = torch.stack([bf.norm(), r.norm()]).tolist()
+    res = [r_norm]
+    out = SolveResult(fl.tree(x), res, b_norm=b_norm)
+    x_prev = x
+    k = 0
+    while True:
+        if res[-1] <= tol * b_norm:
+            out.converged, out.message = True, f"converged: relative residual <= tol={tol:g}"
+            break
+        if k == iters:
+            out.message = _stop_message(tol, iters, res, b_norm)
+            break
+        x_new = torch.add(x, r, alpha=step)
+        if momentum:
+            x_new = x_new.add(x - x_prev, alpha=momentum)
+        r_new = bf - A(x_new)
+        k += 1
+        res.append(float(r_new.norm()))
+        if _diverging(res, b_norm):
+            msg = _divergence_message("fixed_point", res, k, step)
+            _fail(msg, on_failure)
+            out.message = msg
+            break
+        x_prev, x, r = x, x_new, r_new
+        out.iters = k
+    out.x = fl.tree(x)
+    return out
 
 
 def max_eigenvalue(matvec: Callable[[Tree], Tree], like: Tree, *, iters: int = 30, seed: int = 0) -> float:

@@ -128,6 +128,9 @@ def run_worker(objective, space, storage, study_name: str, budget: int, *, sampl
     study = optuna.load_study(study_name=study_name, storage=store,
                               sampler=make_sampler(sampler, seed, parallel=True))
     me, done = _worker_id(), 0
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     beat = None
     from optuna.storages._heartbeat import is_heartbeat_enabled
 

@@ -1,0 +1,43 @@
+# metahpo: `make lab` opens the course, `make test` runs every test. Both use ./.venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# A CPU-only PyTorch (about 200 MB instead of several GB on Linux):
+#   make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+
+.PHONY: lab test exercises bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+# torch first, on its own, so that an installed build (CPU or CUDA) is kept as it is
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || \
+	  $(BIN)/python -m pip install "torch>=2.1" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	touch $@
+
+$(VENV)/.course: pyproject.toml $(VENV)/.torch
+	$(BIN)/python -m pip install -e ".[course]"
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.course
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $@
+
+lab: $(VENV)/.course
+	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest
+
+exercises: $(VENV)/.course
+	$(BIN)/metahpo-exercises generate
+
+bench: $(VENV)/.course
+	$(BIN)/python -m pip install --no-deps higher torchopt optree   # optional rivals; never replace torch
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) *.egg-info

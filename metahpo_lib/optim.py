@@ -1,0 +1,175 @@
+r"""Hypergradient descent (Baydin et al., 2018, "Online learning rate adaptation with
+hypergradient descent"), notebook 03.
+
+The learning rate α is itself updated by gradient descent on the training loss, using the
+hypergradient of the loss after one step, :math:`\partial f(\theta_t)/\partial\alpha = -\nabla f(\theta_t)\cdot u_{t-1}`
+(u the previous update direction); then the parameters are updated with the new α:
+
+- **SGD-HD**:  :math:`\alpha_t = \alpha_{t-1} + \beta\, g_t \cdot g_{t-1}`, then :math:`\theta_t = \theta_{t-1} - \alpha_t g_t`
+- **Adam-HD**: :math:`\alpha_t = \alpha_{t-1} + \beta\, g_t \cdot \hat u_{t-1}`, with
+  :math:`\hat u = \hat m / (\sqrt{\hat v} + \epsilon)` the previous Adam direction, then
+  :math:`\theta_t = \theta_{t-1} - \alpha_t \hat u_t`
+
+(β is ``hypergrad_lr``; the dot product runs over all parameters of a param group; α is one
+number per group, kept in ``param_groups[i]["lr"]`` so it can be logged.) Both are ordinary
+``torch.optim.Optimizer`` subclasses: ``loss.backward(); opt.step()``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["SGDHD", "AdamHD", "fit"]
+
+
+def _check(lr, hypergrad_lr, weight_decay):
+    for name, v in (("lr", lr), ("hypergrad_lr", hypergrad_lr), ("weight_decay", weight_decay)):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a number, got {type(v).__name__}") from None
+        if not math.isfinite(f) or f < 0 or (name == "lr" and f == 0):
+            raise ValueError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {v!r}")
+
+
+def _grads(group):
+    out = []
+    for p in group["params"]:
+        if p.grad is None:
+            out.append(None)
+            continue
+        if p.grad.is_sparse:
+            raise TypeError("SGDHD/AdamHD do not support sparse gradients")
+        g = p.grad
+        if group["weight_decay"]:
+            g = g.add(p, alpha=group["weight_decay"])
+        out.append(g)
+    return out
+
+
+class SGDHD(torch.optim.Optimizer):
+    r"""SGD with hypergradient descent on the learning rate (SGD-HD).
+
+    ``lr``: initial α₀; ``hypergrad_lr``: β (Baydin et al. use 1e-3 for SGD-HD on MNIST);
+    ``weight_decay``: L2 added to the gradient. ``param_groups[i]["lr"]`` holds the current α.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, hypergrad_lr: float = 1e-3, weight_decay: float = 0.0):
+        _check(lr, hypergrad_lr, weight_decay)
+        super().__init__(params, dict(lr=float(lr), hypergrad_lr=float(hypergrad_lr),
+                                      weight_decay=float(weight_decay)))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            grads = _grads(group)
+            h = None  # g_t · g_{t-1}
+            for p, g in zip(group["params"], grads):
+                if g is None:
+                    continue
+                st = self.state[p]
+                if "prev_grad" in st:
+                    d = (g * st["prev_grad"]).sum()
+                    h = d if h is None else h + d
+            if h is not None:
+                group["lr"] = group["lr"] + group["hypergrad_lr"] * float(h)
+            for p, g in zip(group["params"], grads):
+                if g is None:
+                    continue
+                self.state[p]["prev_grad"] = g.clone()
+                p.add_(g, alpha=-group["lr"])
+        return loss
+
+
+class AdamHD(torch.optim.Optimizer):
+    r"""Adam with hypergradient descent on the learning rate (Adam-HD).
+
+    ``lr``: initial α₀; ``hypergrad_lr``: β (Baydin et al. use 1e-7 for Adam-HD, since the
+    dot product with the normalised direction is large); ``betas``, ``eps`` as ``torch.optim.Adam``.
+    ``param_groups[i]["lr"]`` holds the current α.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, hypergrad_lr: float = 1e-7, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        _check(lr, hypergrad_lr, weight_decay)
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0 <= float(b) < 1 for b in betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+        super().__init__(params, dict(lr=float(lr), hypergrad_lr=float(hypergrad_lr), betas=tuple(map(float, betas)),
+                                      eps=float(eps), weight_decay=float(weight_decay)))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            grads = _grads(group)
+            h = None  # g_t · u_{t-1}
+            for p, g in zip(group["params"], grads):
+                if g is None:
+                    continue
+                st = self.state[p]
+                if "prev_dir" in st:
+                    d = (g * st["prev_dir"]).sum()
+                    h = d if h is None else h + d
+            if h is not None:
+                group["lr"] = group["lr"] + group["hypergrad_lr"] * float(h)
+            for p, g in zip(group["params"], grads):
+                if g is None:
+                    continue
+                st = self.state[p]
+                if "step" not in st:
+                    st["step"] = 0
+                    st["m"] = torch.zeros_like(p)
+                    st["v"] = torch.zeros_like(p)
+                st["step"] += 1
+                t = st["step"]
+                st["m"].mul_(b1).add_(g, alpha=1 - b1)
+                st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
+                u = (st["m"] / (1 - b1 ** t)) / ((st["v"] / (1 - b2 ** t)).sqrt() + group["eps"])
+                st["prev_dir"] = u
+                p.add_(u, alpha=-group["lr"])
+        return loss
+
+
+def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor, *,
+        epochs: int = 10, batch_size: int = 32, seed: int = 0, loss_fn=None) -> dict[str, list[float]]:
+    """Minibatch training loop (shuffled with ``seed``) used by notebook 03 to compare optimisers.
+
+    Returns ``{"loss": [...], "lr": [...]}``: the minibatch loss before each step and the
+    learning rate of the first param group after it (one entry per step).
+    """
+    from . import _validate as V
+
+    V.positive_int(epochs, "epochs")
+    V.positive_int(batch_size, "batch_size")
+    V.tensor(X, "X", ndim=2)
+    V.same_rows(X, y, "X", "y")
+    loss_fn = loss_fn or torch.nn.functional.cross_entropy
+    gen = torch.Generator().manual_seed(seed)
+    hist: dict[str, list[float]] = {"loss": [], "lr": []}
+    n = X.shape[0]
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen).to(X.device)
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            loss = loss_fn(model(X[idx]), y[idx])
+            if not torch.isfinite(loss):
+                raise ValueError(f"the training loss became {float(loss)} at step {len(hist['loss'])} "
+                                 f"(lr = {optimizer.param_groups[0]['lr']:.4g}); lower lr or hypergrad_lr")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            hist["loss"].append(float(loss))
+            hist["lr"].append(float(optimizer.param_groups[0]["lr"]))
+    return hist
