@@ -243,9 +243,11 @@ def run(problem, hparams, *, steps: int, lr=None, optimizer: str = "gd", params=
     return (out, torch.stack(losses)) if return_losses else out
 
 
-def with_optimizer_hparams(problem, *, lr: float | None = None, momentum: float | None = None) -> Bilevel:
+def with_optimizer_hparams(problem, *, lr: float | None = None, momentum: float | None = None,
+                           schedule: int | None = None) -> Bilevel:
     r"""A copy of ``problem`` whose ``init_hparams()`` also holds ``"log_lr" = log(lr)`` and/or
     ``"logit_momentum" = logit(momentum)``, so that hypergradient methods differentiate w.r.t. them.
+    ``schedule=T`` makes ``log_lr`` a ``(T,)`` per-step schedule (use with ``steps=T``).
 
     The losses and ``solve_inner`` ignore the new keys (θ*(λ) does not depend on the optimiser,
     only an unrolled θ_T does).
@@ -261,6 +263,10 @@ def with_optimizer_hparams(problem, *, lr: float | None = None, momentum: float 
         if m >= 1:
             raise ValueError(f"momentum must be in (0, 1), got {momentum!r}")
         extra["logit_momentum"] = math.log(m / (1 - m))
+    if schedule is not None:
+        V.positive_int(schedule, "schedule")
+        if lr is None:
+            raise ValueError("schedule needs lr (the initial value of every step's learning rate)")
     clash = sorted(set(extra) & set(problem.init_hparams()))
     if clash:
         raise ValueError(f"problem already has hyperparameters {clash}")
@@ -269,7 +275,10 @@ def with_optimizer_hparams(problem, *, lr: float | None = None, momentum: float 
     def init_hparams():
         h = base()
         ref = next(iter(h.values())) if h else next(iter(problem.init_params().values()))
-        return {**h, **{k: torch.tensor(v, dtype=ref.dtype, device=ref.device) for k, v in extra.items()}}
+        new = {k: torch.tensor(v, dtype=ref.dtype, device=ref.device) for k, v in extra.items()}
+        if schedule is not None:
+            new["log_lr"] = new["log_lr"].expand(schedule).clone()
+        return {**h, **new}
 
     return dataclasses.replace(problem, init_hparams=init_hparams, name=f"{problem.name}+{'+'.join(extra)}")
 

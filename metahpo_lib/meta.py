@@ -374,7 +374,7 @@ def hypergrad_descent(task: Task, start: dict, budget: int, *, lr: float = 0.3) 
     opt = torch.optim.Adam(list(h.values()), lr=lr)
     hist = History()
     for _ in range(budget):
-        cfg = {k: float(v) for k, v in h.items()}
+        cfg = {k: float(v.detach()) for k, v in h.items()}
         hist.add(cfg, task.objective(cfg))
         g = task.hypergrad(task.hparams(cfg))
         opt.zero_grad()

@@ -34,6 +34,14 @@ def _check(lr, hypergrad_lr, weight_decay):
             raise ValueError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {v!r}")
 
 
+def _new_lr(group, h) -> float:
+    lr = group["lr"] + group["hypergrad_lr"] * float(h)
+    if not math.isfinite(lr):
+        raise ValueError(f"the learning rate became {lr} (hypergradient {float(h):.3g}): the loss is diverging; "
+                         "lower lr or hypergrad_lr")
+    return lr
+
+
 def _grads(group):
     out = []
     for p in group["params"]:
@@ -78,7 +86,7 @@ class SGDHD(torch.optim.Optimizer):
                     d = (g * st["prev_grad"]).sum()
                     h = d if h is None else h + d
             if h is not None:
-                group["lr"] = group["lr"] + group["hypergrad_lr"] * float(h)
+                group["lr"] = _new_lr(group, h)
             for p, g in zip(group["params"], grads):
                 if g is None:
                     continue
@@ -123,7 +131,7 @@ class AdamHD(torch.optim.Optimizer):
                     d = (g * st["prev_dir"]).sum()
                     h = d if h is None else h + d
             if h is not None:
-                group["lr"] = group["lr"] + group["hypergrad_lr"] * float(h)
+                group["lr"] = _new_lr(group, h)
             for p, g in zip(group["params"], grads):
                 if g is None:
                     continue
@@ -170,6 +178,6 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tenso
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            hist["loss"].append(float(loss))
+            hist["loss"].append(loss.item())
             hist["lr"].append(float(optimizer.param_groups[0]["lr"]))
     return hist

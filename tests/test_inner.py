@@ -1,0 +1,142 @@
+"""metahpo_lib.inner: functional inner optimisers and the accurate solver."""
+
+import math
+
+import pytest
+import torch
+
+from metahpo_lib import inner, problems
+from metahpo_lib.data import load, make_regression
+
+
+def ridge(device=None, per_feature=True, d=8, log_alpha=-1.0):
+    s = make_regression(120, d, seed=3, device=device)
+    return problems.ridge(s.X_train, s.y_train, s.X_val, s.y_val, per_feature=per_feature, log_alpha=log_alpha)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("gd", 0.5), ("momentum", 0.1), ("adam", 0.02)])
+def test_run_converges_to_closed_form(device, optimizer, lr):
+    p = ridge(device)
+    h = p.init_hparams()
+    w = inner.run(p, h, steps=3000, lr=lr, optimizer=optimizer)["w"]
+    ref = p.solve_inner(h)["w"]
+    assert w.device == ref.device and w.dtype == torch.float64
+    assert (w - ref).norm() / ref.norm() < 1e-6
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_run_matches_torch_optim_trajectory(optimizer):
+    p = ridge()
+    h = p.init_hparams()
+    w = torch.zeros(8, dtype=torch.float64, requires_grad=True)
+    opt = (torch.optim.SGD([w], lr=0.05, momentum=0.7) if optimizer == "momentum"
+           else torch.optim.Adam([w], lr=0.05, betas=(0.8, 0.99), eps=1e-8))
+    for _ in range(25):
+        opt.zero_grad()
+        p.inner_loss({"w": w}, h).backward()
+        opt.step()
+    ours = inner.run(p, h, steps=25, lr=0.05, optimizer=optimizer, momentum=0.7 if optimizer == "momentum" else None,
+                     betas=(0.8, 0.99))["w"]
+    torch.testing.assert_close(ours, w.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_run_is_differentiable_in_hparams_and_lr():
+    p = inner.with_optimizer_hparams(ridge(per_feature=False), lr=0.1)
+    h = {k: v.clone().requires_grad_(True) for k, v in p.init_hparams().items()}
+    assert set(h) == {"log_alpha", "log_lr"}
+    w1 = inner.run(p, h, steps=2, optimizer="gd")["w"]
+    # hand-computed: w0 = 0, g0 = -X^T y / n, w1 = -lr g0, w2 = w1 - lr (X^T X w1 / n - X^T y / n + alpha w1)
+    X, y = p.data["X_train"], p.data["y_train"]
+    n = X.shape[0]
+    lr, a = 0.1, math.exp(-1.0)
+    b = X.T @ y / n
+    A = X.T @ X / n + a * torch.eye(8, dtype=torch.float64)
+    w_1 = lr * b
+    w_2 = w_1 - lr * (A @ w_1 - b)
+    torch.testing.assert_close(w1, w_2)
+    # d w2 / d log_lr = lr * d w2 / d lr with d w2/dlr = b + b - A(2 lr b) ... = 2b - 2 lr A b
+    dw_dlr = 2 * b - 2 * lr * (A @ b)
+    v = torch.randn(8, dtype=torch.float64)
+    got = torch.autograd.grad(w1 @ v, h["log_lr"])[0]
+    torch.testing.assert_close(got, lr * dw_dlr @ v)
+
+
+def test_per_step_learning_rates_and_losses():
+    p = ridge()
+    h = p.init_hparams()
+    lrs = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    w, losses = inner.run(p, h, steps=3, lr=lrs, return_losses=True)
+    w_ref = p.init_params()["w"]
+    ref_losses = []
+    for t in range(3):
+        wr = w_ref.clone().requires_grad_(True)
+        loss = p.inner_loss({"w": wr}, h)
+        ref_losses.append(loss.detach())
+        w_ref = w_ref - lrs[t] * torch.autograd.grad(loss, wr)[0]
+    torch.testing.assert_close(w["w"], w_ref)
+    torch.testing.assert_close(losses, torch.stack(ref_losses))
+
+
+def test_minimize_matches_closed_form_and_solves_logistic():
+    p = ridge()
+    h = {"log_alpha": torch.linspace(-3, 0, 8, dtype=torch.float64)}
+    torch.testing.assert_close(inner.minimize(p, h)["w"], p.solve_inner(h)["w"], rtol=1e-9, atol=1e-11)
+    s = load("wine")
+    q = problems.logistic(s.X_train, s.y_train, s.X_val, s.y_val, log_alpha=-4.0)
+    hq = {"log_alpha": torch.tensor(-4.0, dtype=torch.float64, requires_grad=True)}
+    theta = inner.minimize(q, hq)
+    assert all(not v.requires_grad for v in theta.values())
+    g = torch.func.grad(q.inner_loss)(theta, {"log_alpha": hq["log_alpha"].detach()})
+    assert max(float(v.abs().max()) for v in g.values()) <= 1e-10
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_input():
+    p = ridge()
+    h = p.init_hparams()
+    with pytest.raises(ValueError, match="steps"):
+        inner.run(p, h, steps=0, lr=0.1)
+    with pytest.raises(ValueError, match="optimizer"):
+        inner.run(p, h, steps=3, lr=0.1, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="lr"):
+        inner.run(p, h, steps=3)
+    with pytest.raises(ValueError, match="lr"):
+        inner.run(p, h, steps=3, lr=-1.0)
+    with pytest.raises(ValueError, match="lr"):
+        inner.run(p, h, steps=3, lr=float("nan"))
+    with pytest.raises(ValueError, match="lr"):
+        inner.run(p, h, steps=3, lr=torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="momentum"):
+        inner.run(p, h, steps=3, lr=0.1, optimizer="momentum", momentum=1.5)
+    with pytest.raises(ValueError, match="betas"):
+        inner.run(p, h, steps=3, lr=0.1, optimizer="adam", betas=(0.9,))
+    with pytest.raises(ValueError, match="hparams"):
+        inner.run(p, {"alpha": h["log_alpha"]}, steps=3, lr=0.1)
+    with pytest.raises(TypeError, match="problem"):
+        inner.run("ridge", h, steps=3, lr=0.1)
+    with pytest.raises(ValueError, match="requires grad"):
+        inner.run(p, h, steps=3, lr=0.1, differentiable=True)
+    q = inner.with_optimizer_hparams(p, lr=0.1, momentum=0.5)
+    hq = q.init_hparams()
+    with pytest.raises(ValueError, match="lr was given both"):
+        inner.run(q, hq, steps=3, lr=0.1, optimizer="momentum")
+    with pytest.raises(ValueError, match="logit_momentum"):
+        inner.run(q, hq, steps=3, optimizer="adam")
+    with pytest.raises(ValueError, match="log_lr"):
+        inner.run(q, {**hq, "log_lr": torch.zeros(5, dtype=torch.float64)}, steps=3, optimizer="momentum")
+    with pytest.raises(ValueError, match="already has"):
+        inner.with_optimizer_hparams(q, lr=0.1)
+    with pytest.raises(ValueError, match="lr and/or momentum"):
+        inner.with_optimizer_hparams(p)
+    with pytest.raises(ValueError, match="tol"):
+        inner.minimize(p, h, tol=0)
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "momentum"])
+def test_divergence_names_the_step(optimizer):
+    p = ridge()
+    with pytest.raises(inner.DivergenceError, match=r"diverged: inner_loss is (inf|nan) at step \d+ of 400") as e:
+        inner.run(p, p.init_hparams(), steps=400, lr=100.0, optimizer=optimizer)
+    assert isinstance(e.value, ValueError) and "lr=100" in str(e.value)
+    # a stable learning rate does not trip the check
+    inner.run(p, p.init_hparams(), steps=400, lr=0.1, optimizer=optimizer)

