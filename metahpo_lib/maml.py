@@ -38,7 +38,10 @@ another device or dtype is refused with a clear message.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -95,11 +98,31 @@ def check_model(model) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def _silent_stderr():
+    """Silence file descriptor 2 (the C++ profiler prints start/stop lines there), then restore it."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def peak_memory(fn: Callable[[], object], device=None) -> int:
     """Peak number of bytes allocated by torch while running ``fn()``, above what was allocated before.
 
     CUDA: ``torch.cuda.max_memory_allocated``. CPU: the profiler's allocation records
-    (``profile_memory=True``), summed in time order. Used in notebook 05 to show that
+    (``profile_memory=True``), summed in time order (the profiler's console messages are
+    silenced while it runs). Used in notebook 05 to show that
     iMAML's memory does not grow with the number of inner steps.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -112,7 +135,7 @@ def peak_memory(fn: Callable[[], object], device=None) -> int:
         return int(torch.cuda.max_memory_allocated(device) - before)
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _silent_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                      if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
@@ -477,6 +500,12 @@ class MetaLearner:
                 done += n
                 bar.update(n)
         lo, me = torch.cat(losses), torch.cat(metrics)
+        bad = (~torch.isfinite(lo)).any(0)
+        if bool(bad.any()):
+            k = int(bad.nonzero()[0])
+            warnings.warn(f"{type(self).__name__}.evaluate: the query loss is not finite (NaN/inf) on some tasks after {k} "
+                          f"adaptation step(s): the inner updates diverge (learning rate too large for that many steps; "
+                          f"it was meta-trained for {self.steps}). Those steps report NaN.", RuntimeWarning, stacklevel=2)
         m, c = mean_ci95(me)
         lm, lc = mean_ci95(lo)
         return Evaluation(steps=list(range(steps + 1)), mean=m.tolist(), ci95=c.tolist(),
@@ -589,8 +618,9 @@ class IMAML(MetaLearner):
 
     When :math:`\phi^*` is far from a minimum the matrix can be indefinite; CG then stops at the
     last good iterate (``cg_on_failure="warn"``, truncated CG: warned once, then counted in
-    ``cg_failures`` out of ``solves``) or raises (``"raise"``). The last solve is kept in ``last_solve``. ``meta_loss`` is the query loss at :math:`\phi^*` (for
-    monitoring: it is not differentiated, use ``meta_grad``).
+    ``cg_failures`` out of ``solves``) or raises (``"raise"``). The last solve is kept in
+    ``last_solve``. ``meta_loss`` is the query loss at :math:`\phi^*` (for monitoring: it is not
+    differentiated, use ``meta_grad``).
     """
 
     name = "iMAML"

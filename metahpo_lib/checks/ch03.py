@@ -1,0 +1,88 @@
+"""Self-checks for the exercises of notebook 03 (unrolled hypergradients, hypergradient descent)."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import hypergrad, inner, problems
+from . import compare
+
+
+def _data(seed: int, d: int = 4, n: int = 40, m: int = 30):
+    g = torch.Generator().manual_seed(seed)
+    X, Xv = torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(m, d, generator=g, dtype=torch.float64)
+    w = torch.randn(d, generator=g, dtype=torch.float64)
+    y = X @ w + 0.5 * torch.randn(n, generator=g, dtype=torch.float64)
+    yv = Xv @ w + 0.5 * torch.randn(m, generator=g, dtype=torch.float64)
+    la = torch.randn(d, generator=g, dtype=torch.float64) - 1
+    return X, y, Xv, yv, la
+
+
+def _with_hypergradient(gd_unroll):
+    """Run a learner's (or the reference) unroll and differentiate L_val through it."""
+    def run(problem, hparams, steps, lr):
+        hp = hypergrad.prepare_hparams(problem, hparams)
+        params = gd_unroll(problem, hp, steps, lr)
+        if not isinstance(params, dict):
+            raise TypeError(f"gd_unroll should return a dict of params, got {type(params).__name__}")
+        value = problem.outer_loss(params, hp)
+        if not value.requires_grad:
+            raise TypeError("the result does not depend on hparams through autograd: do not detach, and use "
+                            "torch.autograd.grad(..., create_graph=True) for the inner gradient")
+        return {"params": {k: v.detach() for k, v in params.items()},
+                "hypergradient": hypergrad.total_derivative(value, hp)}
+    return run
+
+
+def ref_gd_unroll(problem, hparams, steps, lr):
+    """T steps of gradient descent from init_params, differentiable in hparams."""
+    return inner.run(problem, hparams, steps=steps, lr=lr)
+
+
+def gd_unroll(fn) -> None:
+    """Check ``fn(problem, hparams, steps, lr) -> params``: values and the hypergradient through them."""
+    cases = []
+    for seed, steps, lr in [(0, 1, 0.1), (1, 5, 0.2), (2, 30, 0.3)]:
+        X, y, Xv, yv, la = _data(seed)
+        p = problems.ridge(X, y, Xv, yv, per_feature=True)
+        cases.append((f"per-feature ridge, steps={steps}, lr={lr}", (p, {"log_alpha": la}, steps, lr), {}))
+    compare(_with_hypergradient(fn), _with_hypergradient(ref_gd_unroll), cases,
+            name=getattr(fn, "__name__", "gd_unroll"), rtol=1e-8, atol=1e-11)
+
+
+def ref_ridge_forward_mode(X, y, X_val, y_val, log_alpha, steps, lr):
+    """Forward-mode (tangent) hypergradient of per-feature ridge after ``steps`` GD steps from w = 0."""
+    p = problems.ridge(X, y, X_val, y_val, per_feature=True)
+    return hypergrad.unrolled(p, {"log_alpha": log_alpha}, steps=steps, lr=lr, mode="forward")["log_alpha"]
+
+
+def ridge_forward_mode(fn) -> None:
+    """Check ``fn(X, y, X_val, y_val, log_alpha, steps, lr) -> (d,) tensor`` (the recursion by hand)."""
+    cases = []
+    for seed, steps, lr in [(3, 1, 0.1), (4, 10, 0.3), (5, 100, 0.5)]:
+        X, y, Xv, yv, la = _data(seed)
+        cases.append((f"d=4, steps={steps}, lr={lr}", (X, y, Xv, yv, la, steps, lr), {}))
+    compare(fn, ref_ridge_forward_mode, cases, name=getattr(fn, "__name__", "ridge_forward_mode"),
+            rtol=1e-8, atol=1e-12)
+
+
+def ref_sgd_hd_step(params, grads, prev_grads, lr, hypergrad_lr):
+    """One SGD-HD step: lr += beta * <g_t, g_{t-1}> (no change when prev_grads is None), then p -= lr g."""
+    if prev_grads is not None:
+        lr = lr + hypergrad_lr * float(sum((g * h).sum() for g, h in zip(grads, prev_grads)))
+    return [p - lr * g for p, g in zip(params, grads)], lr
+
+
+def sgd_hd_step(fn) -> None:
+    """Check ``fn(params, grads, prev_grads, lr, hypergrad_lr) -> (new_params list, new_lr)``."""
+    g = torch.Generator().manual_seed(7)
+
+    def tensors():
+        return [torch.randn(3, 2, generator=g, dtype=torch.float64), torch.randn(2, generator=g, dtype=torch.float64)]
+
+    params, grads, prev = tensors(), tensors(), tensors()
+    aligned = [1.5 * x for x in grads]
+    cases = [("the first step (prev_grads=None)", (params, grads, None, 0.01, 0.1), {}),
+             ("random previous gradients", (params, grads, prev, 0.01, 0.1), {}),
+             ("aligned gradients: lr must grow", (params, grads, aligned, 0.02, 0.01), {})]
+    compare(fn, ref_sgd_hd_step, cases, name=getattr(fn, "__name__", "sgd_hd_step"), rtol=1e-10, atol=1e-12)
