@@ -220,8 +220,11 @@ def hvp_table(repeats: int = 50) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> list[dict]:
-    """Print the table of times and ratios (and the HVP table with ``--hvp``); return the rows."""
+def main(argv=()) -> list[dict]:
+    """Print the table of times and ratios (and the HVP table with ``--hvp``); return the rows.
+
+    ``argv``: command-line style options (``["--rounds", "3"]``); the default runs with the
+    defaults, so other scripts (``benchmarks/hypergrad.py``) can call ``main()``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--device", default=None)
@@ -237,4 +240,6 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/maml.py speed                 # a few minutes
-    python benchmarks/maml.py reproduce             # long: ITERATIONS meta-iterations per run
+    python benchmarks/maml.py reproduce             # long: 20 000 meta-iterations per run
     python benchmarks/maml.py reproduce --iterations 2000 --tasks 200   # a quick look
 
 (1) ``reproduce``: the sinusoid experiment of Finn et al. 2017 (1-40-40-1 ReLU network,
@@ -17,7 +17,9 @@ published values of Li et al. 2017 (Meta-SGD, Table 1). Results go to
 step, float32, CPU, 1 thread) of ``metahpo_lib.maml.MAML`` side by side in one process with a
 per-task autograd loop, ``higher`` and torchopt's ``MetaSGD`` (optional, skipped when absent;
 ``pip install --no-deps higher torchopt optree graphviz``) and a bare hand-written
-``torch.func`` version (``grad`` of ``vmap``). Rounds are interleaved and the median per
+``torch.func`` version (``grad`` of ``vmap`` of ``grad``) and a bare hand-written version of the
+scheme the library uses (task-batched parameters, ``vmap`` of the forward pass, ``torch.autograd``
+for the gradients). Rounds are interleaved and the median per
 method is reported. Results go to ``benchmarks/results/maml_speed.json``.
 
 Latest tables (see the end of this docstring; regenerate with the commands above).
@@ -138,7 +140,24 @@ def speed(rounds: int = 30, inner: int = 5) -> dict:
         for k, v in pb.items():
             v.grad = g[k]
         opt_b.step()
-    impls["bare torch.func"] = bare
+    impls["bare torch.func grad(vmap(grad))"] = bare
+
+    # bare hand-written version of the same scheme as ours: task-batched params, vmap forward, autograd
+    net_v = sine_net(0)
+    pv = {k: v.detach().clone().requires_grad_(True) for k, v in net_v.named_parameters()}
+    opt_v = torch.optim.Adam(list(pv.values()), lr=1e-3)
+    fwd = vmap(lambda p, x: functional_call(net_v, p, (x,)))
+
+    def bare_vmap_autograd(b):
+        W = {k: v.expand(T, *v.shape) for k, v in pv.items()}
+        ls = ((fwd(W, b.x_support) - b.y_support) ** 2).mean((1, 2)).sum()
+        gs = torch.autograd.grad(ls, list(W.values()), create_graph=True)
+        W2 = {k: W[k] - alpha * g for k, g in zip(W, gs)}
+        lq = ((fwd(W2, b.x_query) - b.y_query) ** 2).mean()
+        for v, g in zip(pv.values(), torch.autograd.grad(lq, list(pv.values()))):
+            v.grad = g
+        opt_v.step()
+    impls["bare vmap forward + autograd"] = bare_vmap_autograd
 
     # per-task autograd loop
     net_l = sine_net(0)

@@ -21,7 +21,10 @@ with SGD at test time.
 
 Any ``torch.nn.Module`` works: parameters are a ``dict[str, Tensor]`` used through
 ``torch.func.functional_call``, and a batch of tasks ``[tasks, shots, ...]`` (see
-:mod:`metahpo_lib.tasks`) is processed with ``torch.vmap`` (no Python loop over tasks).
+:mod:`metahpo_lib.tasks`) is processed with ``torch.vmap`` (no Python loop over tasks):
+parameters get a leading task dimension, the model runs on all tasks at once, and one
+``torch.autograd.grad`` of the summed task losses gives every task's inner gradient
+(``create_graph=True`` keeps it differentiable for the second-order meta-gradient).
 Every learner has the same methods:
 
 - ``adapt(params, support, steps)`` -> adapted params, each with a leading ``[tasks]`` dimension;
@@ -50,7 +53,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, grad_and_value, jvp, vmap
+from torch.func import functional_call, vmap
 
 from . import _validate as V
 from .tasks import TaskBatch, check_batch, make_generator
@@ -300,7 +303,9 @@ class MetaLearner:
     # ---- one task, and all tasks at once
     def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """The model with ``params`` on inputs ``x`` of one task (no task dimension)."""
-        return functional_call(self.model, (params, self.buffers), (x,))
+        if self.buffers:
+            return functional_call(self.model, (params, self.buffers), (x,))
+        return functional_call(self.model, params, (x,))
 
     def task_loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Loss of one task (no task dimension)."""

@@ -27,8 +27,8 @@ def mse(pred, y):
 
 
 def rel_err(got: dict, want: dict) -> float:
-    num = sum(float(((got[k] - want[k]) ** 2).sum()) for k in want)
-    den = sum(float((want[k] ** 2).sum()) for k in want)
+    num = sum(float(((got[k] - want[k]).detach() ** 2).sum()) for k in want)
+    den = sum(float((want[k].detach() ** 2).sum()) for k in want)
     return math.sqrt(num / den)
 
 
@@ -268,7 +268,7 @@ def test_evaluate_ci_and_accuracy():
     # step 0 is the loss of the initialisation on the same tasks
     b = s.sample(20, 5, 20, generator=torch.Generator().manual_seed(3))
     assert ev.per_task[:20, 0].mean().item() == pytest.approx(
-        float(learner._batched_loss(maml._expand(learner.params, 20), b.x_query, b.y_query).mean()), rel=1e-10)
+        float(learner._batched_loss(maml._expand(learner.params, 20), b.x_query, b.y_query).mean().detach()), rel=1e-10)
     assert ev.mean == learner.evaluate(s, shots=5, query=20, tasks=50, steps=2, batch_size=20, seed=3).mean
     torch.manual_seed(0)
     clf = maml.MAML(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 5)), loss="cross_entropy", inner_lr=0.5)
