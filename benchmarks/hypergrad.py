@@ -18,9 +18,25 @@ order (``metahpo_lib.maml.peak_memory``). Times of table 2 are single unprofiled
 
 At the end, runs ``benchmarks/hypergrad_implicit.py``'s ``main()`` when that file exists.
 Run ``python -m benchmarks.hypergrad`` (``--quick`` for a smoke run). Latest tables (CPU,
-1 thread, shared 2-core VM, so timings are noisy)::
+1 thread, shared 2-core VM, so timings are noisy; 2026-11-23, torch 2.13.0+cpu, higher 0.2.1,
+3 rounds)::
 
-    TABLE_PLACEHOLDER
+    Table 1: reverse-mode unrolled hypergradient, ours vs higher.innerloop_ctx (median of rounds)
+         T   ours [s]  higher [s]  ours / higher  rel. diff of hypergradients
+       100      0.181       0.178           1.01                      1.9e-16
+      1000      2.421       4.188           0.58                      0.0e+00
+
+    Table 2: reverse vs forward mode as T grows (peak memory above start)
+         T  reverse [s]  forward [s]  reverse [MiB]  forward [MiB]  rev/fwd memory
+        25        0.059        0.257           4.92           0.99             5.0
+        50        0.084        0.579           9.40           0.99             9.5
+       100        0.240        0.946          18.36           0.99            18.6
+       200        0.470        1.869          36.28           0.99            36.7
+       400        0.717        3.563          72.11           0.99            72.8
+
+Reverse mode costs about 0.18 MiB per step here and forward mode a flat 0.99 MiB; forward mode
+is 4-7 times slower per step on this CPU (the overhead of ``torch.func.jvp`` over
+``torch.func.grad`` on a small model), so it pays off when memory, not time, is the limit.
 """
 
 from __future__ import annotations

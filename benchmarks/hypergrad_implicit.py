@@ -78,7 +78,7 @@ def _candidates(problem, have_torchopt: bool):
     """name -> (list of (setting, fn(hp) -> hypergradient dict), slow)."""
     quiet = dict(stationarity_tol=None)
     c = {
-        "exact (closed-form solve + autograd)": ([("-", lambda hp: hypergrad.exact(problem, hp))], False),
+        "exact (closed-form solve + autograd)": ([("reference", lambda hp: hypergrad.exact(problem, hp))], False),
         "ours: implicit CG": ([(f"tol={t:g}", lambda hp, t=t: hypergrad.implicit(problem, hp, iters=10_000, tol=t, **quiet))
                                for t in TOLS], False),
         "ours: implicit CG + Jacobi": ([(f"tol={t:g}", lambda hp, t=t: hypergrad.implicit(

@@ -222,22 +222,24 @@ def run(problem, hparams, *, steps: int, lr=None, optimizer: str = "gd", params=
     ``hparams`` holds ``"log_lr"``. ``momentum`` (default 0.9) for ``"momentum"``, ``betas``/``eps`` for ``"adam"``.
     ``params``: start here instead of ``problem.init_params()`` (its graph, if any, is kept).
     ``differentiable``: keep the graph so the result can be differentiated w.r.t. ``hparams``
-    (default: when some hparam requires grad; ``True`` with no hparam requiring grad is an error).
+    (default: when some hparam, a tensor ``lr`` or the given ``params`` require grad; ``True``
+    when none does is an error).
     ``return_losses``: also return the ``(steps,)`` tensor of inner losses :math:`L_{in}(\theta_t, \lambda)`, t < steps.
     Raises :class:`DivergenceError` (a ``ValueError``) naming the step where the loss became NaN/inf.
     """
     _check_problem(problem)
     hparams = problem.check_hparams(hparams)
     cfg = _config(hparams, steps=steps, lr=lr, optimizer=optimizer, momentum=momentum, betas=betas, eps=eps)
-    needs_grad = any(h.requires_grad for h in hparams.values()) or (
-        isinstance(cfg.lr, torch.Tensor) and cfg.lr.requires_grad)
+    p0 = _start_params(problem, params)
+    needs_grad = (any(h.requires_grad for h in hparams.values())
+                  or (isinstance(cfg.lr, torch.Tensor) and cfg.lr.requires_grad)
+                  or (params is not None and any(p.requires_grad for p in p0.values())))
     if differentiable is None:
         differentiable = needs_grad
     elif differentiable and not needs_grad:
-        raise ValueError("differentiable=True but no entry of hparams requires grad, so the result could not be "
-                         "differentiated; prepare them with metahpo_lib.hypergrad.prepare_hparams(problem, hparams) "
-                         "or call .requires_grad_() on them")
-    p0 = _start_params(problem, params)
+        raise ValueError("differentiable=True but no entry of hparams (nor lr, nor the given params) requires grad, "
+                         "so the result could not be differentiated; prepare them with "
+                         "metahpo_lib.hypergrad.prepare_hparams(problem, hparams) or call .requires_grad_() on them")
     out, _, losses = _unroll(problem, hparams, p0, _init_state(cfg, p0), cfg, start=0, steps=steps,
                              differentiable=bool(differentiable), progress=progress)
     return (out, torch.stack(losses)) if return_losses else out

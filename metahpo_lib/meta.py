@@ -116,12 +116,13 @@ def _arrays(spec: TaskSpec, rng: np.random.Generator):
         if n > N:
             raise ValueError(f"n must be <= {N} rows for source {spec.source!r}, got {n}")
         rows = rng.choice(N, size=n, replace=False)
+        varied = np.flatnonzero(Xs[rows].std(0) > 0.3)  # skip columns (nearly) constant on these rows
         if ys is None:
-            t = int(rng.integers(D))
-            pool = np.delete(np.arange(D), t)
+            t = int(rng.choice(varied))
+            pool = varied[varied != t]
             y = Xs[rows, t]
         else:
-            pool = np.arange(D)
+            pool = varied
             y = ys[rows]
         if d > len(pool):
             raise ValueError(f"d must be <= {len(pool)} features for source {spec.source!r}, got {d}")
@@ -210,7 +211,8 @@ def meta_features(split: Split) -> torch.Tensor:
     regularised scale-invariant ridge fit, mean |corr(x_j, y)|, mean |corr(x_j, x_k)|."""
     X, y = split.X_train, split.y_train
     n, d = X.shape
-    sd = X.std(0).clamp_min(1e-12)
+    sd = X.std(0)
+    sd = sd.clamp_min(1e-3 * float(sd.median()))
     Z = (X - X.mean(0)) / sd
     H = Z @ torch.linalg.solve(Z.T @ Z + 1e-1 * n * torch.eye(d, dtype=X.dtype, device=X.device), Z.T)
     resid = (y - H @ y) / (1 - torch.diagonal(H)).clamp_min(1e-6)
@@ -231,7 +233,8 @@ def make_task(spec: TaskSpec, *, device=None, dtype: torch.dtype = torch.float64
     X, y = _arrays(spec, np.random.default_rng(spec.seed))
     split = from_arrays(X, y, task="regression", split=(0.5, 0.25, 0.25), seed=spec.seed, device=device,
                         dtype=dtype, standardize_x=False, name=spec.source)
-    ls = split.X_train.std(0).clamp_min(1e-12).log()
+    sd = split.X_train.std(0)
+    ls = sd.clamp_min(1e-3 * float(sd.median())).log()  # a column constant in training stays finite
     ls = ls - ls.mean()
     problem = ridge(split.X_train, split.y_train, split.X_val, split.y_val, per_feature=True)
     test_problem = ridge(split.X_train, split.y_train, split.X_test, split.y_test, per_feature=True)

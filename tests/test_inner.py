@@ -140,3 +140,16 @@ def test_divergence_names_the_step(optimizer):
     assert isinstance(e.value, ValueError) and "lr=100" in str(e.value)
     # a stable learning rate does not trip the check
     inner.run(p, p.init_hparams(), steps=400, lr=0.1, optimizer=optimizer)
+
+
+def test_graph_to_given_params_is_kept():
+    # a meta-learned initialisation (chapter 05): d theta_T / d theta_0 must flow through run
+    p = ridge(per_feature=False)
+    h = p.init_hparams()
+    w0 = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    wT = inner.run(p, h, steps=3, lr=0.1, params={"w": w0})["w"]
+    X = p.data["X_train"]
+    A = X.T @ X / X.shape[0] + math.exp(-1.0) * torch.eye(8, dtype=torch.float64)
+    M = torch.linalg.matrix_power(torch.eye(8, dtype=torch.float64) - 0.1 * A, 3)  # d w3 / d w0
+    v = torch.randn(8, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad(wT @ v, w0)[0], M.T @ v)

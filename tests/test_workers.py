@@ -114,3 +114,14 @@ def test_storage_errors(tmp_path):
         workers.main(["--storage", f"journal:{tmp_path / 'y.log'}", "--budget", "0"])
     with pytest.raises(ValueError, match="dataset"):
         workers.main(["--storage", f"journal:{tmp_path / 'y.log'}", "--dataset", "cars"])
+
+
+def test_optuna_search_keeps_trials_in_storage(tmp_path):
+    from metahpo_lib.hpo import optuna_search
+    from metahpo_lib.hpo.tables import TableBenchmark
+
+    bench = TableBenchmark("hpobench", "kc1")
+    url = f"journal:{tmp_path / 'search.log'}"
+    hist = optuna_search(bench.objective(), bench.space, 5, seed=0, storage=url, study_name="kept")
+    study = optuna.load_study(study_name="kept", storage=workers.open_storage(url))
+    assert [t.value for t in study.trials] == hist.values

@@ -53,7 +53,7 @@ def gd_unroll(fn) -> None:
 def ref_ridge_forward_mode(X, y, X_val, y_val, log_alpha, steps, lr):
     """Forward-mode (tangent) hypergradient of per-feature ridge after ``steps`` GD steps from w = 0."""
     p = problems.ridge(X, y, X_val, y_val, per_feature=True)
-    return hypergrad.unrolled(p, {"log_alpha": log_alpha}, steps=steps, lr=lr, mode="forward")["log_alpha"]
+    return hypergrad.unrolled(p, {"log_alpha": log_alpha}, steps=steps, lr=lr)["log_alpha"]  # = forward mode
 
 
 def ridge_forward_mode(fn) -> None:
