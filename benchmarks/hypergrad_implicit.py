@@ -13,9 +13,23 @@ thread. torchopt: ``custom_root(grad of inner loss)`` around the closed-form sol
 
 Run ``python -m benchmarks.hypergrad_implicit`` (``--hvp`` adds the Hessian-vector product
 table quoted in ``metahpo_lib/linalg.py``). Latest table (CPU, 1 thread, shared 2-core VM, so
-timings are noisy; the ratios are medians of interleaved rounds)::
+timings are noisy; the ratios are medians of 9 interleaved rounds)::
 
-    TABLE_PLACEHOLDER
+    method                                                 setting   rel err        HVPs  time [ms]  / torchopt
+    -----------------------------------------------------------------------------------------------------------
+    exact (closed-form solve + autograd)                 reference   0.0e+00           -        3.2        0.03
+    ours: implicit CG + Jacobi                           tol=1e-08   3.1e-09         212       41.8        0.40
+    torchopt: custom_root + solve_cg, M = our Jacobi    rtol=1e-08   3.1e-09           -       43.2        0.41
+    ours: implicit CG                                    tol=3e-09   4.7e-09         171       80.8        0.77
+    torchopt: custom_root + solve_cg                    rtol=3e-09   4.7e-09           -      105.6        1.00
+    central differences (hypergrad.finite_difference)   eps=0.0001   3.1e-09  400 solves      309.8        2.93
+    ours: implicit fixed point, heavy ball               tol=3e-09   4.7e-09         375      742.6        7.03
+    ours: implicit Neumann                               tol=3e-09   6.9e-09       15273    11861.9      112.29
+
+    (slow rows, i.e. Neumann, heavy ball and central differences, are timed in one round only; the
+    heavy-ball time includes 350 power-iteration products that estimate lambda_max and lambda_min.)
+    Across runs on this shared VM the ratio of "ours: implicit CG" stayed at 0.77-0.83 and that of
+    "ours: implicit CG + Jacobi" moved between 0.20 and 0.40 of torchopt's plain CG.
 """
 
 from __future__ import annotations

@@ -22,17 +22,41 @@ scheme the library uses (task-batched parameters, ``vmap`` of the forward pass, 
 for the gradients). Rounds are interleaved and the median per
 method is reported. Results go to ``benchmarks/results/maml_speed.json``.
 
-Latest tables (see the end of this docstring; regenerate with the commands above).
+Reading the tables. Meta-SGD is below MAML, as published. Both our MSEs are lower than Li et
+al.'s (their MAML row is their own re-run; our 10-shot MAML curve, 0.40 after one step and 0.11
+after ten, is close to Finn et al.'s Figure 3). Meta-SGD's learned rates are tuned for exactly one
+step: applied ten times they diverge on some tasks (``nan``; ``evaluate`` warns). Speed: the
+library's meta-step is within a few percent of the same scheme written by hand, faster than the
+nested ``torch.func`` transforms, and about 9x faster than a loop over tasks or torchopt and
+16x faster than ``higher`` (which also loop over tasks).
 
-RESULTS_PLACEHOLDER
+Latest tables (``python benchmarks/maml.py tables`` prints them from ``benchmarks/results/``)::
+
+    Sinusoid, 20000 meta-iterations, MSE after one step, 95% CI over 600 test tasks:
+        method |  K |    ours (1 step) |  ours (10 steps) | published (Li et al.)
+    ------------------------------------------------------------------------------
+          MAML |  5 |    0.716 ± 0.065 |    0.376 ± 0.044 |           1.13 ± 0.18
+          MAML | 10 |    0.396 ± 0.039 |    0.106 ± 0.015 |           0.77 ± 0.11
+      Meta-SGD |  5 |    0.457 ± 0.053 |      nan ± nan   |           0.90 ± 0.16
+      Meta-SGD | 10 |    0.241 ± 0.028 |      nan ± nan   |           0.53 ± 0.09
+    pretrained |  5 |    2.435 ± 0.196 |    2.203 ± 0.202 |                     -
+    pretrained | 10 |    2.282 ± 0.180 |    1.436 ± 0.137 |                     -
+
+    MAML meta-step (meta-batch 25, K=10, one inner step, 1-40-40-1 ReLU, float32, CPU, 1 thread), median of 30 interleaved rounds:
+                      implementation | ms / meta-step | time / ours
+    ----------------------------------------------------------------
+        bare vmap forward + autograd |           4.48 |       0.95x
+                    metahpo_lib MAML |           4.72 |       1.00x
+    bare torch.func grad(vmap(grad)) |           6.67 |       1.41x
+              per-task autograd loop |          44.41 |       9.40x
+         torchopt MetaSGD (per task) |          45.09 |       9.55x
+                   higher (per task) |          75.30 |      15.95x
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import statistics
 import sys
 import time
@@ -241,9 +265,9 @@ def speed(rounds: int = 30, inner: int = 5) -> dict:
 def speed_table(res: dict) -> str:
     ours = res["ms_per_meta_step"]["metahpo_lib MAML"]
     lines = [f"MAML meta-step ({res['setup']}, {res['threads']} thread), median of {res['rounds']} interleaved rounds:",
-             f"{'implementation':>28} | {'ms / meta-step':>14} | {'time / ours':>11}", "-" * 60]
+             f"{'implementation':>32} | {'ms / meta-step':>14} | {'time / ours':>11}", "-" * 64]
     for name, ms in sorted(res["ms_per_meta_step"].items(), key=lambda kv: kv[1]):
-        lines.append(f"{name:>28} | {ms:>14.2f} | {ms / ours:>10.2f}x")
+        lines.append(f"{name:>32} | {ms:>14.2f} | {ms / ours:>10.2f}x")
     for s in res["skipped"]:
         lines.append(f"skipped: {s}")
     return "\n".join(lines)

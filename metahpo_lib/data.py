@@ -112,7 +112,8 @@ def load(name: str, *, split=(0.6, 0.2, 0.2), seed: int = 0, device=None,
 
     loader, task = BUNDLED[name]
     bunch = getattr(sklearn.datasets, loader)()
-    names = tuple(getattr(bunch, "feature_names", ()) or ())
+    names = getattr(bunch, "feature_names", None)
+    names = tuple(str(n) for n in names) if names is not None else ()
     return from_arrays(bunch.data, bunch.target, task=task, split=split, seed=seed, device=device,
                        dtype=dtype, name=name, feature_names=names)
 

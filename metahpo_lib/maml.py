@@ -120,15 +120,22 @@ def _silent_stderr():
         os.close(devnull)
 
 
-def peak_memory(fn: Callable[[], object], device=None) -> int:
+def peak_memory(fn: Callable[[], object], device=None, *, repeat: int = 3) -> int:
     """Peak number of bytes allocated by torch while running ``fn()``, above what was allocated before.
 
     CUDA: ``torch.cuda.max_memory_allocated``. CPU: the profiler's allocation records
     (``profile_memory=True``), summed in time order (the profiler's console messages are
-    silenced while it runs). Used in notebook 05 to show that
-    iMAML's memory does not grow with the number of inner steps.
+    silenced while it runs). ``fn`` runs ``repeat`` times and the largest peak is returned:
+    under heavy load the profiler occasionally drops records, which can only lower a
+    measurement. Used in notebook 05 to show that iMAML's memory does not grow with the
+    number of inner steps.
     """
+    V.positive_int(repeat, "repeat")
     device = torch.device(device) if device is not None else torch.device("cpu")
+    return max(_peak_memory_once(fn, device) for _ in range(repeat))
+
+
+def _peak_memory_once(fn, device: torch.device) -> int:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
@@ -140,8 +147,9 @@ def peak_memory(fn: Callable[[], object], device=None) -> int:
 
     with _silent_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
+    records = sorted(((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                      if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU),
+                     key=lambda r: r[0])   # stable: records with equal time stamps keep their order
     peak = cur = 0
     for _, nbytes in records:
         cur += nbytes

@@ -116,7 +116,9 @@ def _arrays(spec: TaskSpec, rng: np.random.Generator):
         if n > N:
             raise ValueError(f"n must be <= {N} rows for source {spec.source!r}, got {n}")
         rows = rng.choice(N, size=n, replace=False)
-        varied = np.flatnonzero(Xs[rows].std(0) > 0.3)  # skip columns (nearly) constant on these rows
+        Xr = Xs[rows]
+        moves = (np.abs(Xr - np.median(Xr, 0)) > 1e-9).mean(0)  # share of rows off the column's median
+        varied = np.flatnonzero((Xr.std(0) > 0.3) & (moves >= 0.25))  # skip (nearly) constant columns
         if ys is None:
             t = int(rng.choice(varied))
             pool = varied[varied != t]

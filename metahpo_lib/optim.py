@@ -173,7 +173,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tenso
             idx = perm[i:i + batch_size]
             loss = loss_fn(model(X[idx]), y[idx])
             if not torch.isfinite(loss):
-                raise ValueError(f"the training loss became {float(loss)} at step {len(hist['loss'])} "
+                raise ValueError(f"the training loss became {loss.item()} at step {len(hist['loss'])} "
                                  f"(lr = {optimizer.param_groups[0]['lr']:.4g}); lower lr or hypergrad_lr")
             optimizer.zero_grad()
             loss.backward()

@@ -20,6 +20,7 @@ def test_load_is_seeded_standardised_and_disjoint(device):
 
 def test_classification_labels_and_float32():
     s = data.load("digits", seed=0, dtype=torch.float32)
+    assert data.load("breast_cancer").feature_names[0] == "mean radius"
     assert s.task == "classification" and s.y_train.dtype == torch.long and s.num_classes == 10
     assert s.X_train.dtype == torch.float32 and s.X_train.shape[1] == 64
 

@@ -36,6 +36,7 @@ def test_make_task(source, device):
     assert s.X_train.device.type == device.type and t.features.shape == (len(meta.META_FEATURES),)
     assert torch.isfinite(t.features).all()
     assert abs(float(t.log_scales.mean())) < 1e-12
+    assert float(s.X_train.std(0).min()) > 1e-3  # no (nearly) constant feature column (digits pixels)
     assert torch.allclose(t.log_scales, s.X_train.std(0).log() - s.X_train.std(0).log().mean())
     t2 = meta.make_task(spec, device=device)
     assert torch.equal(t2.split.X_train, s.X_train) and torch.equal(t2.split.y_val, s.y_val)

@@ -35,9 +35,9 @@ def _evaluated(out: str) -> list[int]:
 
 def test_two_workers_record_every_trial_once(tmp_path):
     storage = f"journal:{tmp_path / 'hpo.log'}"
-    budget = 10
+    budget = 12
     workers.create_study(storage, "s", sampler="random")
-    procs = [subprocess.Popen(_cmd(storage, budget, 0.05, index=i), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    procs = [subprocess.Popen(_cmd(storage, budget, 0.4, index=i), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=_env(), cwd=ROOT) for i in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
@@ -55,17 +55,16 @@ def test_killed_worker_loses_no_finished_trial(tmp_path):
     storage = f"journal:{tmp_path / 'hpo.log'}"
     budget = 8
     workers.create_study(storage, "s", sampler="random")
-    a = subprocess.Popen(_cmd(storage, budget, 0.6), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    a = subprocess.Popen(_cmd(storage, budget, 1.0), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=_env(), cwd=ROOT)
     store = workers.open_storage(storage)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        study = optuna.load_study(study_name="s", storage=store)
-        if sum(t.state == TS.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until 2 trials are finished and the next one is running
+        states = [t.state for t in optuna.load_study(study_name="s", storage=store).get_trials(deepcopy=False)]
+        if states.count(TS.COMPLETE) >= 2 and TS.RUNNING in states:
             break
-        time.sleep(0.1)
-    time.sleep(0.2)  # now inside the next evaluation (0.6 s each)
-    a.send_signal(signal.SIGKILL)
+        time.sleep(0.05)
+    a.send_signal(signal.SIGKILL)  # mid-evaluation (each takes 1 s)
     a.wait(timeout=30)
     study = optuna.load_study(study_name="s", storage=store)
     before = {t.number: (t.params, t.value) for t in study.get_trials(deepcopy=False) if t.state == TS.COMPLETE}

@@ -81,7 +81,8 @@ class TableBenchmark:
     """One data set of a tabular benchmark: ``space``, ``objective(seed)``, regret helpers.
 
     ``values[i, r]`` is the loss (to minimise) of configuration ``i`` in training run ``r``
-    (NaN where a table stores fewer runs); ``mean[i]`` its mean over runs. Configurations are numbered row-major over ``space``.
+    (NaN where a table stores fewer runs); ``mean[i]`` its mean over runs. Configurations are
+    numbered row-major over ``space``.
     """
 
     def __init__(self, benchmark: str = "hpobench", dataset: str = "car", metric: str | None = None):
@@ -101,7 +102,8 @@ class TableBenchmark:
         self._sizes = [len(v) for v in self.choices.values()]
         self._strides = np.cumprod([1] + self._sizes[::-1])[:-1][::-1]
         types = cls.param_types
-        self.space = {k: (Categorical(v) if types[k] is str else Int(0, len(v) - 1)) for k, v in self.choices.items()}
+        self.space = {k: (Categorical(v) if types[k] is str else Int(0, len(v) - 1))
+                      for k, v in self.choices.items()}
 
     def __repr__(self) -> str:
         return (f"TableBenchmark({self.benchmark!r}, {self.dataset!r}, metric={self.metric!r}: "

@@ -67,8 +67,6 @@ def open_storage(url, *, heartbeat_interval: int = 2, grace_period: int = 6):
         except Exception as e:
             raise ValueError(f"storage {url!r} cannot be opened: {type(e).__name__}: {e}") from e
     if url.startswith(_RDB_PREFIXES):
-        import warnings
-
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -135,9 +133,6 @@ def run_worker(objective, space, storage, study_name: str, budget: int, *, sampl
     study = optuna.load_study(study_name=study_name, storage=store,
                               sampler=make_sampler(sampler, seed, parallel=True))
     me, done = _worker_id(), 0
-    import warnings
-
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     beat = None
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
@@ -151,7 +146,9 @@ def run_worker(objective, space, storage, study_name: str, budget: int, *, sampl
         if active >= budget:  # the rest is running elsewhere; wait in case a worker dies
             time.sleep(poll)
             continue
-        trial = study.ask()
+        with warnings.catch_warnings():  # we beat the heart ourselves (below), not via Study.optimize
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            trial = study.ask()
         study._storage.set_trial_user_attr(trial._trial_id, "worker", me)
         ahead = sum(t.state in (TS.COMPLETE, TS.RUNNING, TS.WAITING) and t.number < trial.number
                     for t in study.get_trials(deepcopy=False))

@@ -8,10 +8,11 @@
 - ``implicit``: implicit function theorem with CG / Neumann / fixed-point solves of H q = dL_val/dθ (notebook 04)
 """
 
-from ._common import prepare_hparams, total_derivative
+from ._common import HypergradResult, prepare_hparams, total_derivative
 from .exact import exact
 from .implicit import implicit
 from .finite_difference import finite_difference, spsa
 from .unrolled import unrolled
 
-__all__ = ["exact", "prepare_hparams", "total_derivative"]
+__all__ = ["HypergradResult", "exact", "finite_difference", "implicit", "prepare_hparams", "spsa",
+           "total_derivative", "unrolled"]

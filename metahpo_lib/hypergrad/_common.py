@@ -7,6 +7,18 @@ import torch
 from ..problems import Bilevel
 
 
+class HypergradResult(dict):
+    """A hypergradient: a dict with the keys and shapes of ``hparams``, plus ``.info`` (a dict
+    of what it cost: inner solves, passes, eps, ...)."""
+
+    def __init__(self, grads, info=None):
+        super().__init__(grads)
+        self.info = dict(info or {})
+
+    def __repr__(self) -> str:
+        return f"HypergradResult({dict.__repr__(self)}, info={self.info})"
+
+
 def prepare_hparams(problem, hparams) -> dict[str, torch.Tensor]:
     """Validate ``hparams`` against ``problem`` and return detached copies that require grad."""
     if not isinstance(problem, Bilevel):

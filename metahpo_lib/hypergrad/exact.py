@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from ._common import prepare_hparams, total_derivative
+from ._common import HypergradResult, prepare_hparams, total_derivative
 
 
 def exact(problem, hparams) -> dict[str, torch.Tensor]:
     """Exact hypergradient of ``problem.outer_loss`` at ``problem.solve_inner(hparams)``.
 
-    Returns a dict with the keys and shapes of ``hparams``. Needs ``problem.solve_inner``.
+    Returns a dict with the keys and shapes of ``hparams`` (a ``HypergradResult``). Needs
+    ``problem.solve_inner``.
     """
     hp = prepare_hparams(problem, hparams)
     if problem.solve_inner is None:
@@ -26,4 +27,4 @@ def exact(problem, hparams) -> dict[str, torch.Tensor]:
     with torch.enable_grad():
         params = problem.solve_inner(hp)
         value = problem.outer_loss(params, hp)
-        return total_derivative(value, hp)
+        return HypergradResult(total_derivative(value, hp), {"method": "exact", "inner_solves": 1})

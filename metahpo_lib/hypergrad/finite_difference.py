@@ -30,21 +30,9 @@ import torch
 
 from .. import _validate as V
 from .. import inner as _inner
-from ._common import prepare_hparams
+from ._common import HypergradResult, prepare_hparams
 
 SCHEMES = ("forward", "central")
-
-
-class HypergradResult(dict):
-    """A hypergradient: a dict with the keys and shapes of ``hparams``, plus ``.info`` (a dict
-    of what it cost: inner solves, passes, eps, ...)."""
-
-    def __init__(self, grads, info=None):
-        super().__init__(grads)
-        self.info = dict(info or {})
-
-    def __repr__(self) -> str:
-        return f"HypergradResult({dict.__repr__(self)}, info={self.info})"
 
 
 def default_eps(dtype: torch.dtype, scheme: str) -> float:

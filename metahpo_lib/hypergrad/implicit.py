@@ -25,7 +25,7 @@ import torch
 from .. import _validate as V
 from .. import linalg
 from ._common import prepare_hparams
-from .finite_difference import HypergradResult
+from ._common import HypergradResult
 
 _SOLVERS = {"cg": linalg.cg, "neumann": linalg.neumann, "fixed_point": linalg.fixed_point}
 

@@ -21,7 +21,7 @@ With :math:`\theta_{t+1} = \Phi_t(\theta_t, \lambda)` (one step of :mod:`metahpo
 θ comes from T steps of :func:`metahpo_lib.inner.run` (``optimizer``, ``lr``, ``momentum``, ...
 as there; ``hparams["log_lr"]`` / ``["logit_momentum"]`` make them hyperparameters, see
 :func:`metahpo_lib.inner.with_optimizer_hparams`). Returns a
-:class:`~metahpo_lib.hypergrad.finite_difference.HypergradResult`: a dict like ``hparams``
+:class:`~metahpo_lib.hypergrad._common.HypergradResult`: a dict like ``hparams``
 with ``.info`` (mode, steps, truncate, passes, the outer loss).
 """
 
@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .. import _validate as V
 from .. import inner as _inner
 from ._common import prepare_hparams, total_derivative
-from .finite_difference import HypergradResult
+from ._common import HypergradResult
 
 MODES = ("reverse", "forward")
 
