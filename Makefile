@@ -36,7 +36,7 @@ exercises: $(VENV)/.course
 	$(BIN)/metahpo-exercises generate
 
 bench: $(VENV)/.course
-	$(BIN)/python -m pip install --no-deps higher torchopt optree   # optional rivals; never replace torch
+	$(BIN)/python -m pip install --no-deps higher torchopt optree graphviz   # optional rivals; never replace torch
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
