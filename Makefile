@@ -37,7 +37,10 @@ exercises: $(VENV)/.course
 
 bench: $(VENV)/.course
 	$(BIN)/python -m pip install --no-deps higher torchopt optree graphviz   # optional rivals; never replace torch
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/hypergrad.py        # unrolled vs higher, reverse vs forward, implicit vs torchopt
+	$(BIN)/python benchmarks/maml.py speed       # MAML meta-step vs loop, higher, torchopt, bare vmap
+	@echo "Long runs that regenerate the notebooks' result files (hours on a CPU):"
+	@echo "  $(BIN)/python benchmarks/maml.py reproduce;  $(BIN)/python benchmarks/meta_hpo.py all"
 
 clean:
 	rm -rf $(VENV) *.egg-info
