@@ -57,6 +57,16 @@ def _grads(group):
     return out
 
 
+def _dot_with_state(state, params, grads, key: str):
+    """Sum over parameters of g_p · state[p][key] (None when no parameter has ``key`` yet)."""
+    h = None
+    for p, g in zip(params, grads):
+        if g is not None and key in state[p]:
+            d = (g * state[p][key]).sum()
+            h = d if h is None else h + d
+    return h
+
+
 class SGDHD(torch.optim.Optimizer):
     r"""SGD with hypergradient descent on the learning rate (SGD-HD).
 
@@ -77,14 +87,7 @@ class SGDHD(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             grads = _grads(group)
-            h = None  # g_t · g_{t-1}
-            for p, g in zip(group["params"], grads):
-                if g is None:
-                    continue
-                st = self.state[p]
-                if "prev_grad" in st:
-                    d = (g * st["prev_grad"]).sum()
-                    h = d if h is None else h + d
+            h = _dot_with_state(self.state, group["params"], grads, "prev_grad")  # g_t · g_{t-1}
             if h is not None:
                 group["lr"] = _new_lr(group, h)
             for p, g in zip(group["params"], grads):
@@ -122,14 +125,7 @@ class AdamHD(torch.optim.Optimizer):
         for group in self.param_groups:
             b1, b2 = group["betas"]
             grads = _grads(group)
-            h = None  # g_t · u_{t-1}
-            for p, g in zip(group["params"], grads):
-                if g is None:
-                    continue
-                st = self.state[p]
-                if "prev_dir" in st:
-                    d = (g * st["prev_dir"]).sum()
-                    h = d if h is None else h + d
+            h = _dot_with_state(self.state, group["params"], grads, "prev_dir")  # g_t · u_{t-1}
             if h is not None:
                 group["lr"] = _new_lr(group, h)
             for p, g in zip(group["params"], grads):
