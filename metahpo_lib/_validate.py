@@ -34,8 +34,8 @@ def same_rows(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> Non
 
 
 def tensor_dict(d, name: str, expected: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Check a params/hparams dict: a mapping of str to floating tensors, with the keys
-    (and shapes) of ``expected`` when given."""
+    """Check a params/hparams dict: a mapping of str to finite floating tensors, with the
+    keys, shapes, dtypes and devices of ``expected`` when given."""
     if not isinstance(d, Mapping):
         raise TypeError(f"{name} must be a dict of str to torch.Tensor, got {type(d).__name__}")
     if expected is not None:
@@ -44,9 +44,15 @@ def tensor_dict(d, name: str, expected: Mapping[str, torch.Tensor] | None = None
         if missing or extra:
             raise ValueError(f"{name} must have keys {sorted(expected)}; missing {missing}, unexpected {extra}")
     for k, v in d.items():
-        tensor(v, f"{name}[{k!r}]", finite=False)
-        if expected is not None and v.shape != expected[k].shape:
-            raise ValueError(f"{name}[{k!r}] must have shape {tuple(expected[k].shape)}, got {tuple(v.shape)}")
+        tensor(v, f"{name}[{k!r}]")
+        if expected is None:
+            continue
+        want = expected[k]
+        if v.shape != want.shape:
+            raise ValueError(f"{name}[{k!r}] must have shape {tuple(want.shape)}, got {tuple(v.shape)}")
+        if v.dtype != want.dtype or v.device != want.device:
+            raise TypeError(f"{name}[{k!r}] must be {want.dtype} on {want.device} like the problem's data, "
+                            f"got {v.dtype} on {v.device}")
     return dict(d)
 
 

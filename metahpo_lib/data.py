@@ -82,6 +82,9 @@ def from_arrays(X, y, *, task: str, split=(0.6, 0.2, 0.2), seed: int = 0, device
     perm = np.random.default_rng(seed).permutation(n)
     n_tr, n_va = int(round(f[0] * n)), int(round(f[1] * n))
     idx = perm[:n_tr], perm[n_tr:n_tr + n_va], perm[n_tr + n_va:]
+    if min(len(i) for i in idx) < 2:
+        raise ValueError(f"split {split!r} of {n} examples leaves a part with fewer than 2 examples "
+                         f"(sizes {[len(i) for i in idx]}); use more data or larger fractions")
     mu, sd = X[idx[0]].mean(0), X[idx[0]].std(0)
     sd[sd == 0] = 1.0
     if not standardize_x:
@@ -89,6 +92,10 @@ def from_arrays(X, y, *, task: str, split=(0.6, 0.2, 0.2), seed: int = 0, device
     Xs = (X - mu) / sd
     if task == "regression":
         y = y.astype(np.float64)
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinite values")
+        if standardize_y and y[idx[0]].std() == 0:
+            raise ValueError("y is constant on the training part: nothing to standardise or predict")
         if standardize_y:
             y = (y - y[idx[0]].mean()) / y[idx[0]].std()
         ys = [torch.as_tensor(y[i], dtype=dtype, device=device) for i in idx]

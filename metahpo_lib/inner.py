@@ -98,6 +98,8 @@ def _config(hparams: TensorDict, *, steps, lr, optimizer, momentum, betas, eps) 
         momentum = 0.9 if momentum is None else V.positive_float(momentum, "momentum", allow_zero=True)
         if momentum >= 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    elif momentum is not None:
+        raise ValueError(f"momentum is only used with optimizer='momentum', got optimizer={optimizer!r}")
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0 <= float(b) < 1 for b in betas)):
         raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
     V.positive_float(eps, "eps")
@@ -195,9 +197,12 @@ def _unroll(problem, hparams: TensorDict, params: TensorDict, state: TensorDict,
     for t in tqdm(it, desc=f"inner {cfg.optimizer}", disable=not progress, leave=False):
         grads, loss = _grad_autograd(problem, params, hparams, differentiable)
         losses.append(loss)
-        if not differentiable:
-            params = {k: p.detach() for k, p in params.items()}
-        params, state = _update(cfg, params, state, grads, hparams, t)
+        if differentiable:
+            with torch.enable_grad():  # also under an outer torch.no_grad()
+                params, state = _update(cfg, params, state, grads, hparams, t)
+        else:  # no graph at all, the optimiser state included
+            with torch.no_grad():
+                params, state = _update(cfg, {k: p.detach() for k, p in params.items()}, state, grads, hparams, t)
         if (t - start + 1) % check_every == 0:
             _raise_if_diverged(losses, start, cfg)
     if not differentiable:

@@ -237,7 +237,7 @@ def _start(matvec, b, x0, fl):
         return bf, torch.zeros_like(bf), bf
     x0 = _check_tree(x0, "x0")
     _same_structure(x0, b, "x0", "b")
-    xf = fl.flat(x0).to(bf.dtype)
+    xf = fl.flat(x0).to(bf)
     return bf, xf, bf - matvec(xf)
 
 
@@ -611,6 +611,9 @@ def newton_cg(f: Callable[[dict], torch.Tensor], params: dict, *, tol: float = 1
                 if ft <= f0 + 1e-4 * t * slope or (ft <= f0 and gnorm < 1e-6):
                     break
                 t *= 0.5
+            else:  # no step decreases the loss: stop where we are (the warning below says how far)
+                params = {k: params[k].detach() for k in keys}
+                break
         params = trial
     if warn and gnorm > tol:
         warnings.warn(f"newton_cg stopped with ||grad|| = {gnorm:.3g} > tol = {tol:g} after {max_iter} steps",

@@ -657,6 +657,9 @@ class IMAML(MetaLearner):
         return {k: W[k] - lr * (g[k] + self.lam * (W[k] - theta[k])) for k in W}
 
     def _adapt_batched(self, meta, x, y, steps, create_graph):
+        if create_graph:
+            raise ValueError("IMAML.adapt does not keep a graph (create_graph=True): its meta-gradient "
+                             "comes from the implicit function theorem, not from backpropagating through adapt")
         self._theta = {k: v.detach() for k, v in meta.items()}
         return super()._adapt_batched(self._theta, x, y, steps, create_graph=False)
 

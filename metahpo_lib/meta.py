@@ -325,7 +325,7 @@ def meta_train(tasks: Sequence[Task], *, kind: str = "predictor", steps: int = 3
     V.positive_float(lr, "lr")
     V.positive_float(weight_decay, "weight_decay", allow_zero=True)
     F = torch.stack([t.features for t in tasks])
-    mu, sd = F.mean(0), F.std(0).clamp_min(1e-6)
+    mu, sd = F.mean(0), F.std(0, unbiased=False).clamp_min(1e-6)
     kw = dict(dtype=F.dtype, device=F.device)
     W = torch.zeros(F.shape[1], 2, **kw, requires_grad=kind == "predictor")
     b = torch.tensor(init, **kw, requires_grad=True)

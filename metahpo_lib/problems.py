@@ -126,7 +126,7 @@ def logistic(X_train, y_train, X_val, y_val, num_classes: int | None = None, per
     C = int(num_classes) if num_classes is not None else int(max(y_train.max(), y_val.max())) + 1
     if C < 2:
         raise ValueError(f"num_classes must be >= 2, got {C}")
-    if int(y_train.min()) < 0 or int(max(y_train.max(), y_val.max())) >= C:
+    if min(int(y_train.min()), int(y_val.min())) < 0 or int(max(y_train.max(), y_val.max())) >= C:
         raise ValueError(f"labels must lie in 0..{C - 1} (num_classes={C})")
     kw = dict(dtype=X_train.dtype, device=X_train.device)
     binary = C == 2

@@ -43,3 +43,13 @@ def test_bad_input():
         data.from_arrays(np.ones((4, 1)), np.ones(4), task="ranking")
     with pytest.raises(ValueError, match="condition must be"):
         data.make_regression(condition=0)
+
+
+def test_splits_too_small_or_bad_targets_are_refused():
+    with pytest.raises(ValueError, match="fewer than 2 examples"):
+        data.from_arrays(np.random.default_rng(0).normal(size=(5, 2)), np.arange(5.0), task="regression",
+                         split=(0.8, 0.1, 0.1))
+    with pytest.raises(ValueError, match="y contains NaN"):
+        data.from_arrays(np.ones((10, 2)), np.r_[np.nan, np.ones(9)], task="regression")
+    with pytest.raises(ValueError, match="y is constant"):
+        data.from_arrays(np.random.default_rng(0).normal(size=(10, 2)), np.ones(10), task="regression")

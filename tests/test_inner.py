@@ -153,3 +153,19 @@ def test_graph_to_given_params_is_kept():
     M = torch.linalg.matrix_power(torch.eye(8, dtype=torch.float64) - 0.1 * A, 3)  # d w3 / d w0
     v = torch.randn(8, dtype=torch.float64)
     torch.testing.assert_close(torch.autograd.grad(wT @ v, w0)[0], M.T @ v)
+
+
+def test_momentum_without_momentum_optimizer_is_refused():
+    p = ridge()
+    with pytest.raises(ValueError, match="momentum is only used with optimizer='momentum'"):
+        inner.run(p, p.init_hparams(), steps=3, lr=0.1, momentum=0.9)
+
+
+def test_unrolled_works_inside_no_grad():
+    from metahpo_lib import hypergrad
+
+    p = inner.with_optimizer_hparams(ridge(), momentum=0.5)
+    want = hypergrad.unrolled(p, p.init_hparams(), steps=30, lr=0.1, optimizer="momentum", truncate=10)
+    with torch.no_grad():
+        got = hypergrad.unrolled(p, p.init_hparams(), steps=30, lr=0.1, optimizer="momentum", truncate=10)
+    assert all(torch.allclose(got[k], want[k], rtol=1e-12) for k in want)

@@ -85,3 +85,14 @@ def test_bad_inputs_name_the_argument():
         p.check_hparams({"log_alpha": torch.zeros(3, dtype=torch.float64)})
     with pytest.raises(TypeError, match="floating-point"):
         p.check_hparams({"log_alpha": torch.tensor(1)})
+
+
+def test_hparams_must_be_finite_and_match_the_problem_dtype():
+    X, y, Xv, yv = _data("cpu")
+    p = problems.ridge(X, y, Xv, yv)
+    with pytest.raises(ValueError, match=r"hparams\['log_alpha'\] contains NaN"):
+        p.check_hparams({"log_alpha": torch.tensor(float("nan"), dtype=torch.float64)})
+    with pytest.raises(TypeError, match="must be torch.float64 on cpu"):
+        p.check_hparams({"log_alpha": torch.tensor(0.0, dtype=torch.float32)})
+    with pytest.raises(ValueError, match="labels must lie in"):
+        problems.logistic(X, (y > 0).long(), Xv, (yv > 0).long() - 1)

@@ -127,13 +127,13 @@ def greedy_portfolio(regrets, size: int) -> list[int]:
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and Student-t ``level`` confidence interval of a sample (flattened):
-    ``(mean, low, high)``."""
+    ``(mean, low, high)``; one value has no interval: ``(mean, nan, nan)``."""
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size == 0:
         raise ValueError("values must be non-empty")
     m = float(x.mean())
     if x.size == 1:
-        return m, m, m
+        return m, math.nan, math.nan
     from scipy import stats
 
     h = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
