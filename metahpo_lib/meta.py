@@ -318,14 +318,15 @@ def meta_train(tasks: Sequence[Task], *, kind: str = "predictor", steps: int = 3
     from tqdm.auto import tqdm
 
     V.choice(kind, "kind", {"predictor", "shared"})
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of Task")
+    if len(tasks) < 2 or not all(isinstance(t, Task) for t in tasks):
+        raise ValueError(f"tasks must be a list of at least 2 Task (meta-features are standardised over them), "
+                         f"got {len(tasks)}")
     V.positive_int(steps, "steps")
     V.positive_int(batch_size, "batch_size")
     V.positive_float(lr, "lr")
     V.positive_float(weight_decay, "weight_decay", allow_zero=True)
     F = torch.stack([t.features for t in tasks])
-    mu, sd = F.mean(0), F.std(0, unbiased=False).clamp_min(1e-6)
+    mu, sd = F.mean(0), F.std(0).clamp_min(1e-6)
     kw = dict(dtype=F.dtype, device=F.device)
     W = torch.zeros(F.shape[1], 2, **kw, requires_grad=kind == "predictor")
     b = torch.tensor(init, **kw, requires_grad=True)

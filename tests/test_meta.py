@@ -147,6 +147,8 @@ def test_bad_input(train_tasks):
         meta.meta_train(train_tasks, steps=0)
     with pytest.raises(ValueError, match="tasks"):
         meta.meta_train([])
+    with pytest.raises(ValueError, match="at least 2 Task"):
+        meta.meta_train(train_tasks[:1])  # one task: its meta-features have no spread
     with pytest.raises(ValueError, match="budget"):
         meta.run_methods(train_tasks[0], budget=0)
     with pytest.raises(ValueError, match="budget"):
