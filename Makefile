@@ -26,8 +26,11 @@ $(VENV)/.test: pyproject.toml $(VENV)/.course
 	$(BIN)/python -m pip install -e ".[test]"
 	touch $@
 
+# JupyterLab serves the whole course (notebooks/, exercises/, solutions/) and opens notebook 00;
+# as root (e.g. in a container) Jupyter also needs --allow-root
 lab: $(VENV)/.course
-	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
+	$(BIN)/jupyter lab --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb \
+	  $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest
