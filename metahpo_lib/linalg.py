@@ -241,8 +241,15 @@ def _start(matvec, b, x0, fl):
     return bf, xf, bf - matvec(xf)
 
 
-def _stop_message(tol, iters, res, b_norm):
-    return f"reached iters={iters} with relative residual {res[-1] / max(b_norm, 1e-300):.3g} (tol={tol:g})"
+def _finished(out, res, k, iters, tol, b_norm) -> bool:
+    """True (and ``out.converged``/``out.message`` set) when the residual reached ``tol`` or ``k == iters``."""
+    if res[-1] <= tol * b_norm:
+        out.converged, out.message = True, f"converged: relative residual <= tol={tol:g}"
+        return True
+    if k == iters:
+        out.message = f"reached iters={iters} with relative residual {res[-1] / max(b_norm, 1e-300):.3g} (tol={tol:g})"
+        return True
+    return False
 
 
 # ----------------------------------------------------------------------------- solvers
@@ -273,14 +280,9 @@ def cg(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 100, tol: float 
     z = r if M is None else M(r)
     p = z
     rz = torch.dot(r, z)
-    thresh = tol * b_norm
     k = 0
     while True:
-        if res[-1] <= thresh:
-            out.converged, out.message = True, f"converged: relative residual <= tol={tol:g}"
-            break
-        if k == iters:
-            out.message = _stop_message(tol, iters, res, b_norm)
+        if _finished(out, res, k, iters, tol, b_norm):
             break
         Ap = A(p)
         pAp = torch.dot(p, Ap)
@@ -369,11 +371,7 @@ def neumann(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 100, tol: f
     out = SolveResult(fl.tree(x), res, b_norm=b_norm)
     k = 0
     while True:
-        if res[-1] <= tol * b_norm:
-            out.converged, out.message = True, f"converged: relative residual <= tol={tol:g}"
-            break
-        if k == iters:
-            out.message = _stop_message(tol, iters, res, b_norm)
+        if _finished(out, res, k, iters, tol, b_norm):
             break
         x_new = torch.add(x, p, alpha=step)
         p = torch.add(p, A(p), alpha=-step)
@@ -418,11 +416,7 @@ def fixed_point(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 100, to
     x_prev = x
     k = 0
     while True:
-        if res[-1] <= tol * b_norm:
-            out.converged, out.message = True, f"converged: relative residual <= tol={tol:g}"
-            break
-        if k == iters:
-            out.message = _stop_message(tol, iters, res, b_norm)
+        if _finished(out, res, k, iters, tol, b_norm):
             break
         x_new = torch.add(x, r, alpha=step)
         if momentum:
