@@ -67,17 +67,11 @@ def _dot_with_state(state, params, grads, key: str):
     return h
 
 
-class SGDHD(torch.optim.Optimizer):
-    r"""SGD with hypergradient descent on the learning rate (SGD-HD).
+class _HDOptimizer(torch.optim.Optimizer):
+    """Shared step: α ← α + β g_t · (previous direction, ``state[p][_DIRECTION]``), then
+    ``_update`` each parameter with the new α."""
 
-    ``lr``: initial α₀; ``hypergrad_lr``: β (Baydin et al. use 1e-3 for SGD-HD on MNIST);
-    ``weight_decay``: L2 added to the gradient. ``param_groups[i]["lr"]`` holds the current α.
-    """
-
-    def __init__(self, params, lr: float = 1e-3, hypergrad_lr: float = 1e-3, weight_decay: float = 0.0):
-        _check(lr, hypergrad_lr, weight_decay)
-        super().__init__(params, dict(lr=float(lr), hypergrad_lr=float(hypergrad_lr),
-                                      weight_decay=float(weight_decay)))
+    _DIRECTION = ""
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -87,24 +81,46 @@ class SGDHD(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             grads = _grads(group)
-            h = _dot_with_state(self.state, group["params"], grads, "prev_grad")  # g_t · g_{t-1}
+            h = _dot_with_state(self.state, group["params"], grads, self._DIRECTION)
             if h is not None:
                 group["lr"] = _new_lr(group, h)
             for p, g in zip(group["params"], grads):
-                if g is None:
-                    continue
-                self.state[p]["prev_grad"] = g.clone()
-                p.add_(g, alpha=-group["lr"])
+                if g is not None:
+                    self._update(p, g, group, self.state[p])
         return loss
 
+    def _update(self, p, g, group, st) -> None:
+        raise NotImplementedError
 
-class AdamHD(torch.optim.Optimizer):
+
+class SGDHD(_HDOptimizer):
+    r"""SGD with hypergradient descent on the learning rate (SGD-HD).
+
+    ``lr``: initial α₀; ``hypergrad_lr``: β (Baydin et al. use 1e-3 for SGD-HD on MNIST);
+    ``weight_decay``: L2 added to the gradient. ``param_groups[i]["lr"]`` holds the current α.
+    """
+
+    _DIRECTION = "prev_grad"  # h = g_t · g_{t-1}
+
+    def __init__(self, params, lr: float = 1e-3, hypergrad_lr: float = 1e-3, weight_decay: float = 0.0):
+        _check(lr, hypergrad_lr, weight_decay)
+        super().__init__(params, dict(lr=float(lr), hypergrad_lr=float(hypergrad_lr),
+                                      weight_decay=float(weight_decay)))
+
+    def _update(self, p, g, group, st) -> None:
+        st["prev_grad"] = g.clone()
+        p.add_(g, alpha=-group["lr"])
+
+
+class AdamHD(_HDOptimizer):
     r"""Adam with hypergradient descent on the learning rate (Adam-HD).
 
     ``lr``: initial α₀; ``hypergrad_lr``: β (Baydin et al. use 1e-7 for Adam-HD, since the
     dot product with the normalised direction is large); ``betas``, ``eps`` as ``torch.optim.Adam``.
     ``param_groups[i]["lr"]`` holds the current α.
     """
+
+    _DIRECTION = "prev_dir"  # h = g_t · u_{t-1}
 
     def __init__(self, params, lr: float = 1e-3, hypergrad_lr: float = 1e-7, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
@@ -116,34 +132,19 @@ class AdamHD(torch.optim.Optimizer):
         super().__init__(params, dict(lr=float(lr), hypergrad_lr=float(hypergrad_lr), betas=tuple(map(float, betas)),
                                       eps=float(eps), weight_decay=float(weight_decay)))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            grads = _grads(group)
-            h = _dot_with_state(self.state, group["params"], grads, "prev_dir")  # g_t · u_{t-1}
-            if h is not None:
-                group["lr"] = _new_lr(group, h)
-            for p, g in zip(group["params"], grads):
-                if g is None:
-                    continue
-                st = self.state[p]
-                if "step" not in st:
-                    st["step"] = 0
-                    st["m"] = torch.zeros_like(p)
-                    st["v"] = torch.zeros_like(p)
-                st["step"] += 1
-                t = st["step"]
-                st["m"].mul_(b1).add_(g, alpha=1 - b1)
-                st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                u = (st["m"] / (1 - b1 ** t)) / ((st["v"] / (1 - b2 ** t)).sqrt() + group["eps"])
-                st["prev_dir"] = u
-                p.add_(u, alpha=-group["lr"])
-        return loss
+    def _update(self, p, g, group, st) -> None:
+        b1, b2 = group["betas"]
+        if "step" not in st:
+            st["step"] = 0
+            st["m"] = torch.zeros_like(p)
+            st["v"] = torch.zeros_like(p)
+        st["step"] += 1
+        t = st["step"]
+        st["m"].mul_(b1).add_(g, alpha=1 - b1)
+        st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
+        u = (st["m"] / (1 - b1 ** t)) / ((st["v"] / (1 - b2 ** t)).sqrt() + group["eps"])
+        st["prev_dir"] = u
+        p.add_(u, alpha=-group["lr"])
 
 
 def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor, *,
