@@ -104,10 +104,7 @@ def _check_tree(x, name: str) -> Tree:
     if isinstance(x, Mapping):
         if not x:
             raise ValueError(f"{name} must be a non-empty dict of tensors")
-        V.tensor_dict(x, name)
-        for k, t in x.items():
-            V.tensor(t, f"{name}[{k!r}]")
-        return dict(x)
+        return V.tensor_dict(x, name)  # floating, finite tensors
     raise TypeError(f"{name} must be a torch.Tensor or a dict of str to torch.Tensor, got {type(x).__name__}")
 
 
