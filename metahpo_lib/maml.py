@@ -216,16 +216,6 @@ def _steps(steps, name: str = "steps") -> int:
     return steps
 
 
-def _inner_lr(lr, name: str = "inner_lr") -> float:
-    try:
-        v = float(lr)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(lr).__name__}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a finite number > 0 (the inner SGD step size), got {lr!r}")
-    return v
-
-
 def _sgd(params: Params, grads: Params, lr) -> Params:
     """``params - lr * grads`` key by key; ``lr`` a number or a dict of tensors (Meta-SGD)."""
     if isinstance(lr, Mapping):
@@ -272,7 +262,7 @@ class MetaLearner:
         else:
             raise TypeError(f"loss must be 'mse', 'cross_entropy' or a function (pred, target) -> scalar, "
                             f"got {type(loss).__name__}")
-        self.inner_lr = _inner_lr(inner_lr)
+        self.inner_lr = V.positive_float(inner_lr, "inner_lr")
         self.steps = _steps(steps)
         self.params: Params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
         self.buffers: Params = {k: v.detach().clone() for k, v in model.named_buffers()}

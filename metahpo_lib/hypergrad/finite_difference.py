@@ -24,7 +24,6 @@ inner solves it cost (``info["inner_solves"]``) and the eps used.
 
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -55,16 +54,6 @@ def _solver(problem, solver):
     return lambda h: _inner.minimize(problem, h)
 
 
-def _check_eps(eps, name: str = "eps") -> float:
-    try:
-        e = float(eps)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive number, got {type(eps).__name__}") from None
-    if not math.isfinite(e) or e <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {eps!r}")
-    return e
-
-
 def _objective(problem, solve):
     """f(λ) = L_val(θ(λ), λ) evaluated without a graph."""
 
@@ -89,7 +78,7 @@ def finite_difference(problem, hparams, eps: float | None = None, scheme: str = 
     hp = {k: v.detach() for k, v in prepare_hparams(problem, hparams).items()}
     V.choice(scheme, "scheme", SCHEMES)
     ref = next(iter(hp.values()))
-    eps = default_eps(ref.dtype, scheme) if eps is None else _check_eps(eps)
+    eps = default_eps(ref.dtype, scheme) if eps is None else V.positive_float(eps, "eps")
     f = _objective(problem, _solver(problem, solver))
     n = sum(v.numel() for v in hp.values())
     solves = 0
@@ -133,7 +122,7 @@ def spsa(problem, hparams, eps: float | None = None, *, samples: int = 1, seed: 
     hp = {k: v.detach() for k, v in prepare_hparams(problem, hparams).items()}
     V.positive_int(samples, "samples")
     ref = next(iter(hp.values()))
-    eps = default_eps(ref.dtype, "central") if eps is None else _check_eps(eps)
+    eps = default_eps(ref.dtype, "central") if eps is None else V.positive_float(eps, "eps")
     if isinstance(seed, torch.Generator):
         gen = seed
     elif isinstance(seed, int) and not isinstance(seed, bool):
