@@ -21,17 +21,15 @@ import math
 
 import torch
 
+from . import _validate as V
+
 __all__ = ["SGDHD", "AdamHD", "fit"]
 
 
 def _check(lr, hypergrad_lr, weight_decay):
-    for name, v in (("lr", lr), ("hypergrad_lr", hypergrad_lr), ("weight_decay", weight_decay)):
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must be a number, got {type(v).__name__}") from None
-        if not math.isfinite(f) or f < 0 or (name == "lr" and f == 0):
-            raise ValueError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {v!r}")
+    V.positive_float(lr, "lr")
+    V.positive_float(hypergrad_lr, "hypergrad_lr", allow_zero=True)
+    V.positive_float(weight_decay, "weight_decay", allow_zero=True)
 
 
 def _new_lr(group, h) -> float:
@@ -127,8 +125,7 @@ class AdamHD(_HDOptimizer):
         _check(lr, hypergrad_lr, weight_decay)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0 <= float(b) < 1 for b in betas)):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+        V.positive_float(eps, "eps")
         super().__init__(params, dict(lr=float(lr), hypergrad_lr=float(hypergrad_lr), betas=tuple(map(float, betas)),
                                       eps=float(eps), weight_decay=float(weight_decay)))
 
@@ -154,8 +151,6 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tenso
     Returns ``{"loss": [...], "lr": [...]}``: the minibatch loss before each step and the
     learning rate of the first param group after it (one entry per step).
     """
-    from . import _validate as V
-
     V.positive_int(epochs, "epochs")
     V.positive_int(batch_size, "batch_size")
     V.tensor(X, "X", ndim=2)
