@@ -1,4 +1,8 @@
-"""Small input checks shared by every module: clear errors that name the argument."""
+"""Small input checks shared by every module: clear errors that name the argument.
+
+Every public entry point checks its arguments once, with these helpers; algorithm bodies
+below the entry do not check again.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ def tensor(x, name: str, *, ndim: int | tuple[int, ...] | None = None, floating:
         if x.ndim not in allowed:
             raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} dimension(s), "
                              f"got shape {tuple(x.shape)}")
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is on the 'meta' device (a shape without data); create it on 'cpu' or 'cuda'")
     if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
@@ -79,3 +85,41 @@ def choice(x, name: str, options) -> str:
     if x not in options:
         raise ValueError(f"{name} must be one of {sorted(options)}, got {x!r}")
     return x
+
+
+def unit_interval(x, name: str, *, closed_low: bool = True) -> float:
+    """Return ``x`` as a float in [0, 1) (or (0, 1) with ``closed_low=False``): momenta, betas, rates."""
+    v = positive_float(x, name, allow_zero=closed_low)
+    if v >= 1:
+        raise ValueError(f"{name} must be in {'[0' if closed_low else '(0'}, 1), got {x!r}")
+    return v
+
+
+def betas(x, name: str = "betas") -> tuple[float, float]:
+    """Return Adam's ``(beta1, beta2)``, two numbers in [0, 1)."""
+    if not (isinstance(x, (tuple, list)) and len(x) == 2):
+        raise ValueError(f"{name} must be two numbers in [0, 1), got {x!r}")
+    return unit_interval(x[0], f"{name}[0]"), unit_interval(x[1], f"{name}[1]")
+
+
+def generator(seed, name: str = "seed") -> torch.Generator:
+    """The one way to pass randomness: ``seed`` is an int (a fresh CPU generator seeded with it) or
+    a ``torch.Generator`` (used as it is, so consecutive calls draw different numbers)."""
+    if isinstance(seed, torch.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int or a torch.Generator, got {type(seed).__name__}")
+    return torch.Generator().manual_seed(seed)
+
+
+def scalar_loss(value, name: str) -> torch.Tensor:
+    """Return ``value`` if it is a real scalar tensor (a loss), else raise naming ``name``."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must return a scalar torch.Tensor, got {type(value).__name__} "
+                        "(a Python number has no gradient: compute the loss with torch operations)")
+    if value.numel() != 1 or value.ndim > 1:
+        raise ValueError(f"{name} must return a scalar tensor (shape ()), got shape {tuple(value.shape)}; "
+                         "reduce it with .mean() or .sum()")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must return a floating-point tensor, got dtype {value.dtype}")
+    return value

@@ -33,8 +33,8 @@ import warnings
 import torch
 from tqdm.auto import tqdm
 
-from . import _validate as V
-from .problems import Bilevel
+from .. import _validate as V
+from ..problems import Bilevel
 
 TensorDict = dict[str, torch.Tensor]
 
