@@ -11,10 +11,14 @@ A sampler draws ``tasks`` tasks at once and returns a :class:`TaskBatch`
   meta-train and meta-test splits are disjoint. ``x`` is ``[tasks, N*K, 64]`` (pixels in
   [0, 1]), ``y`` is ``[tasks, N*K]`` (``torch.long`` labels 0..N-1).
 
-Both samplers have the same method ``sample(tasks, shots, query, *, seed=None, generator=None)``,
-which is all that :mod:`metahpo_lib.maml` needs. Random numbers are drawn on the CPU from a
-seeded ``torch.Generator`` and then moved to ``device``, so a seed gives the same tasks on
-every device.
+Both samplers have the same method ``sample(tasks, shots, query, *, seed=0)``, which is all
+that :mod:`metahpo_lib.maml` needs. ``seed`` is an int or a ``torch.Generator`` (pass one
+generator to consecutive calls to draw fresh tasks each time). Random numbers are drawn on the
+CPU and then moved to ``device``, so a seed gives the same tasks on every device.
+
+>>> from metahpo_lib.tasks import Sinusoid
+>>> Sinusoid().sample(25, 10, 15, seed=0)
+TaskBatch(x_support=(25, 10, 1), y_support=(25, 10, 1), x_query=(25, 15, 1), y_query=(25, 15, 1), torch.float32, cpu)
 """
 
 from __future__ import annotations
@@ -27,11 +31,21 @@ import torch
 
 from . import _validate as V
 
-__all__ = ["TaskBatch", "Sinusoid", "DigitsEpisodes", "make_generator", "check_batch"]
+__all__ = ["TaskBatch", "Sinusoid", "DigitsEpisodes", "check_batch"]
 
 
 class TaskBatch(NamedTuple):
-    """A batch of tasks: support set (to adapt on) and query set (to evaluate), ``[tasks, shots, ...]``."""
+    """A batch of tasks: support set (to adapt on) and query set (to evaluate), ``[tasks, shots, ...]``.
+
+    Introduced in notebook 05. Inputs ``x_*`` are ``[tasks, shots, features...]``; targets ``y_*``
+    are ``[tasks, shots, ...]`` (regression values or class labels).
+
+    >>> import torch
+    >>> from metahpo_lib.tasks import TaskBatch
+    >>> b = TaskBatch(torch.zeros(2, 5, 1), torch.zeros(2, 5, 1), torch.zeros(2, 3, 1), torch.zeros(2, 3, 1))
+    >>> b.tasks, b.to(dtype=torch.float64).x_query.dtype
+    (2, torch.float64)
+    """
 
     x_support: torch.Tensor
     y_support: torch.Tensor
@@ -40,6 +54,7 @@ class TaskBatch(NamedTuple):
 
     @property
     def tasks(self) -> int:
+        """Number of tasks (dimension 0)."""
         return self.x_support.shape[0]
 
     def to(self, device=None, dtype=None) -> "TaskBatch":
@@ -53,26 +68,23 @@ class TaskBatch(NamedTuple):
         return f"TaskBatch({shapes}, {self.x_support.dtype}, {self.x_support.device})"
 
 
-def make_generator(seed=None, generator=None) -> torch.Generator:
-    """A CPU ``torch.Generator``: ``generator`` if given, else one seeded with ``seed`` (0 when None)."""
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if seed is not None:
-            raise ValueError("give either seed or generator, not both")
-        return generator
-    if seed is None:
-        seed = 0
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
-
-
 def check_batch(batch, name: str = "batch") -> TaskBatch:
     """Validate a task batch: four tensors with matching task counts, shots and feature shapes.
 
     Raises ``ValueError`` naming the tensor that does not fit, so that a support set of 25
-    tasks paired with a query set of 20 tasks fails here, not deep inside ``torch.vmap``.
+    tasks paired with a query set of 20 tasks, or one task without its task dimension
+    (``x_support`` of shape ``[shots, 1]``), fails here, not deep inside ``torch.vmap``.
+    Introduced in notebook 05.
+
+    >>> import torch
+    >>> from metahpo_lib.tasks import Sinusoid, check_batch
+    >>> b = Sinusoid().sample(4, 5, seed=0)
+    >>> check_batch(b).tasks
+    4
+    >>> check_batch((b.x_support[0], b.y_support[0], b.x_query[0], b.y_query[0]))
+    Traceback (most recent call last):
+    ...
+    ValueError: batch.x_support must have shape [tasks, shots, features...], got shape (5, 1): is the task dimension missing? For one task, add it with x[None]
     """
     if not isinstance(batch, (tuple, list)) or len(batch) != 4:
         raise TypeError(f"{name} must be a TaskBatch or a tuple (x_support, y_support, x_query, y_query), "
@@ -81,8 +93,10 @@ def check_batch(batch, name: str = "batch") -> TaskBatch:
     for t, n in zip(batch, names):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name}.{n} must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim < 2:
-            raise ValueError(f"{name}.{n} must have shape [tasks, shots, ...], got shape {tuple(t.shape)}")
+        if t.ndim < (3 if n[0] == "x" else 2):
+            shape = "[tasks, shots, features...]" if n[0] == "x" else "[tasks, shots, ...]"
+            raise ValueError(f"{name}.{n} must have shape {shape}, got shape {tuple(t.shape)}: is the task "
+                             "dimension missing? For one task, add it with x[None]")
     xs, ys, xq, yq = batch
     if not xs.is_floating_point() or not xq.is_floating_point():
         raise TypeError(f"{name}.x_support and {name}.x_query must be floating-point tensors, "
@@ -91,19 +105,17 @@ def check_batch(batch, name: str = "batch") -> TaskBatch:
     if len(set(counts.values())) != 1:
         raise ValueError(f"{name}: support and query must hold the same number of tasks (dimension 0), got "
                          + ", ".join(f"{n} {c}" for n, c in counts.items()))
-    if xs.shape[1] != ys.shape[1]:
-        raise ValueError(f"{name}: x_support and y_support must have the same number of shots (dimension 1), "
-                         f"got shapes {tuple(xs.shape)} and {tuple(ys.shape)}")
-    if xq.shape[1] != yq.shape[1]:
-        raise ValueError(f"{name}: x_query and y_query must have the same number of shots (dimension 1), "
-                         f"got shapes {tuple(xq.shape)} and {tuple(yq.shape)}")
+    for x, y, a, b in ((xs, ys, "x_support", "y_support"), (xq, yq, "x_query", "y_query")):
+        if x.shape[1] != y.shape[1]:
+            raise ValueError(f"{name}: {a} and {b} must have the same number of shots (dimension 1), "
+                             f"got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if xs.shape[2:] != xq.shape[2:]:
         raise ValueError(f"{name}: x_support and x_query must have the same feature shape, got "
                          f"{tuple(xs.shape[2:])} and {tuple(xq.shape[2:])}")
     if ys.shape[2:] != yq.shape[2:] or ys.dtype != yq.dtype:
         raise ValueError(f"{name}: y_support and y_query must have the same target shape and dtype, got "
                          f"{tuple(ys.shape[2:])} ({ys.dtype}) and {tuple(yq.shape[2:])} ({yq.dtype})")
-    if xs.device != xq.device or ys.device != xs.device or yq.device != xs.device:
+    if len({t.device for t in batch}) != 1:
         raise ValueError(f"{name}: all four tensors must be on one device, got "
                          f"{xs.device}, {ys.device}, {xq.device}, {yq.device}")
     return batch if isinstance(batch, TaskBatch) else TaskBatch(*batch)

@@ -1,4 +1,16 @@
-"""Inner optimisation (notebook 03): optimiser objects, T steps of them, an accurate solver."""
+r"""Inner optimisation (notebook 03): optimiser objects, T steps of them, an accurate solver.
+
+- :mod:`.optimizers`: :class:`GD`, :class:`Momentum`, :class:`Adam` (one step interface,
+  ``init`` and ``step``; subclass :class:`InnerOptimizer` to add one);
+- :mod:`.run`: :func:`run` (T differentiable steps), :func:`unroll` (continue from a state),
+  :func:`with_optimizer_hparams` (the learning rate or momentum as hyperparameters),
+  :class:`DivergenceError`;
+- :mod:`.minimize`: :func:`minimize`, the accurate non-differentiable solver (L-BFGS + Newton-CG).
+"""
+
+from .minimize import minimize
 from .optimizers import GD, Adam, InnerOptimizer, Momentum
-from ._old import *  # noqa: F401,F403  (being rewritten)
-from ._old import _config, _start_params, _init_state, _unroll, _update, _raise_if_diverged  # noqa: F401
+from .run import DIVERGENCE_FACTOR, DivergenceError, check_losses, run, start_params, unroll, with_optimizer_hparams
+
+__all__ = ["InnerOptimizer", "GD", "Momentum", "Adam", "run", "unroll", "minimize", "with_optimizer_hparams",
+           "check_losses", "start_params", "DivergenceError", "DIVERGENCE_FACTOR"]
