@@ -28,7 +28,17 @@ class Bilevel:
     ``outer_loss(params, hparams)`` (validation objective), initial values, and an
     optional differentiable closed-form ``solve_inner(hparams) -> params``.
 
-    ``data`` keeps the tensors the losses close over (for plots and metrics).
+    ``data`` keeps the tensors the losses close over (for plots and metrics). Both losses are
+    checked to return a scalar tensor, so a loss that returns a vector or a Python float fails
+    at once with a clear message.
+
+    >>> import torch
+    >>> from metahpo_lib import problems
+    >>> p = problems.Bilevel(inner_loss=lambda p, h: ((p["x"] - 1) ** 2).sum() + h["a"].exp() * p["x"].pow(2).sum(),
+    ...                      outer_loss=lambda p, h: ((p["x"] - 2) ** 2).sum(),
+    ...                      init_params=lambda: {"x": torch.zeros(3)}, init_hparams=lambda: {"a": torch.tensor(0.)})
+    >>> p.inner_loss(p.init_params(), p.init_hparams())
+    tensor(3.)
     """
 
     inner_loss: Callable[[TensorDict, TensorDict], torch.Tensor]
@@ -39,6 +49,16 @@ class Bilevel:
     name: str = "bilevel"
     data: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        for name in ("inner_loss", "outer_loss", "init_params", "init_hparams"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"{name} must be a function, got {type(getattr(self, name)).__name__}")
+        if self.solve_inner is not None and not callable(self.solve_inner):
+            raise TypeError(f"solve_inner must be None or a function hparams -> params, got "
+                            f"{type(self.solve_inner).__name__}")
+        for name in ("inner_loss", "outer_loss"):
+            object.__setattr__(self, name, _checked_loss(getattr(self, name), name))
+
     def check_hparams(self, hparams) -> TensorDict:
         """Raise a clear error unless ``hparams`` has the keys and shapes of ``init_hparams()``."""
         return V.tensor_dict(hparams, "hparams", self.init_hparams())
@@ -48,8 +68,23 @@ class Bilevel:
         return V.tensor_dict(params, "params", self.init_params())
 
 
+def _checked_loss(f, name: str):
+    """``f`` with its result checked to be a scalar tensor (once wrapped, not wrapped again)."""
+    if getattr(f, "_checked", False):
+        return f
+
+    def loss(params, hparams):
+        return V.scalar_loss(f(params, hparams), name)
+    loss._checked = True
+    loss.__wrapped__ = f
+    return loss
+
+
 def _check_xy(X, y, xname: str, yname: str, *, labels: bool = False) -> None:
     V.tensor(X, xname, ndim=2)
+    if X.shape[0] == 0:
+        raise ValueError(f"{xname} has no rows: a bilevel problem needs at least one training and one validation "
+                         "example")
     if labels:
         V.tensor(y, yname, ndim=1, floating=False)
         if y.is_floating_point() or y.dtype == torch.bool:

@@ -31,7 +31,7 @@ import torch
 
 from . import _validate as V
 
-__all__ = ["TaskBatch", "Sinusoid", "DigitsEpisodes", "check_batch"]
+__all__ = ["TaskBatch", "Sinusoid", "DigitsEpisodes", "check_batch", "check_sampler"]
 
 
 class TaskBatch(NamedTuple):
@@ -121,6 +121,20 @@ def check_batch(batch, name: str = "batch") -> TaskBatch:
     return batch if isinstance(batch, TaskBatch) else TaskBatch(*batch)
 
 
+def check_sampler(sampler) -> None:
+    """Raise ``TypeError`` unless ``sampler`` has the sampler method ``sample(tasks, shots, query, *, seed)``.
+
+    >>> check_sampler(Sinusoid())
+    >>> check_sampler([1, 2])
+    Traceback (most recent call last):
+    ...
+    TypeError: sampler must have a method sample(tasks, shots, query, *, seed) (e.g. tasks.Sinusoid), got list
+    """
+    if not callable(getattr(sampler, "sample", None)):
+        raise TypeError(f"sampler must have a method sample(tasks, shots, query, *, seed) (e.g. tasks.Sinusoid), "
+                        f"got {type(sampler).__name__}")
+
+
 def _range(r, name: str) -> tuple[float, float]:
     if not (isinstance(r, (tuple, list)) and len(r) == 2):
         raise ValueError(f"{name} must be a pair (low, high), got {r!r}")
@@ -131,10 +145,16 @@ def _range(r, name: str) -> tuple[float, float]:
 
 
 class Sinusoid:
-    """Sinusoid regression tasks ``y = A sin(x - phi)`` (Finn et al. 2017, section 5.1).
+    r"""Sinusoid regression tasks :math:`y = A \sin(x - \varphi)` (Finn et al. 2017, section 5.1).
 
-    ``A ~ U[amplitude]``, ``phi ~ U[phase]``, inputs ``x ~ U[x_range]``; support and query
-    points are drawn independently from the same task. Tensors are ``[tasks, shots, 1]``.
+    :math:`A \sim U[\text{amplitude}]`, :math:`\varphi \sim U[\text{phase}]`, inputs
+    :math:`x \sim U[\text{x\_range}]`; support and query points are drawn independently from
+    the same task. Tensors are ``[tasks, shots, 1]``. Introduced in notebook 05.
+
+    >>> from metahpo_lib.tasks import Sinusoid
+    >>> b, prm = Sinusoid().sample(3, 10, 20, seed=0, return_params=True)
+    >>> b.x_support.shape, b.y_query.shape, sorted(prm)
+    (torch.Size([3, 10, 1]), torch.Size([3, 20, 1]), ['amplitude', 'phase'])
     """
 
     def __init__(self, amplitude=(0.1, 5.0), phase=(0.0, math.pi), x_range=(-5.0, 5.0), *,
@@ -153,42 +173,60 @@ class Sinusoid:
 
     @staticmethod
     def function(x: torch.Tensor, amplitude, phase) -> torch.Tensor:
-        """``A sin(x - phi)``; ``amplitude`` and ``phase`` broadcast against ``x``."""
+        """``A sin(x - phi)``; ``amplitude`` and ``phase`` broadcast against ``x``.
+
+        >>> import math, torch
+        >>> Sinusoid.function(torch.tensor([math.pi / 2]), 2.0, 0.0)
+        tensor([2.])
+        """
         return amplitude * torch.sin(x - phase)
 
-    def sample_tasks(self, tasks: int, *, seed=None, generator=None) -> dict[str, torch.Tensor]:
-        """Draw task parameters: ``{"amplitude": [tasks], "phase": [tasks]}``."""
+    def sample_tasks(self, tasks: int, *, seed=0) -> dict[str, torch.Tensor]:
+        """Draw task parameters: ``{"amplitude": [tasks], "phase": [tasks]}``; ``seed``: int or ``torch.Generator``.
+
+        >>> Sinusoid().sample_tasks(2, seed=0)["amplitude"].shape
+        torch.Size([2])
+        """
         V.positive_int(tasks, "tasks")
-        g = make_generator(seed, generator)
+        g = V.generator(seed)
         a = self.amplitude[0] + (self.amplitude[1] - self.amplitude[0]) * torch.rand(tasks, generator=g, dtype=torch.float64)
         p = self.phase[0] + (self.phase[1] - self.phase[0]) * torch.rand(tasks, generator=g, dtype=torch.float64)
         return {"amplitude": a.to(self.device, self.dtype), "phase": p.to(self.device, self.dtype)}
 
-    def batch_for(self, amplitude, phase, shots: int, query: int | None = None, *, seed=None,
-                  generator=None) -> TaskBatch:
-        """Support/query sets for given task parameters (tensors ``[tasks]`` or numbers for one task)."""
+    def batch_for(self, amplitude, phase, shots: int, query: int | None = None, *, seed=0) -> TaskBatch:
+        """Support/query sets for given task parameters (tensors ``[tasks]`` or numbers for one task).
+
+        >>> Sinusoid().batch_for(2.0, 0.5, shots=10, query=3, seed=0).x_query.shape
+        torch.Size([1, 3, 1])
+        """
         V.positive_int(shots, "shots")
         query = shots if query is None else V.positive_int(query, "query")
         a = torch.as_tensor(amplitude, dtype=self.dtype, device=self.device).reshape(-1)
         p = torch.as_tensor(phase, dtype=self.dtype, device=self.device).reshape(-1)
         if a.shape != p.shape:
             raise ValueError(f"amplitude and phase must have the same number of tasks, got {a.numel()} and {p.numel()}")
-        g = make_generator(seed, generator)
+        g = V.generator(seed)
         lo, hi = self.x_range
         x = lo + (hi - lo) * torch.rand(a.numel(), shots + query, 1, generator=g, dtype=torch.float64)
         x = x.to(self.device, self.dtype)
         y = self.function(x, a[:, None, None], p[:, None, None])
         return TaskBatch(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
 
-    def sample(self, tasks: int, shots: int, query: int | None = None, *, seed=None, generator=None,
-               return_params: bool = False):
+    def sample(self, tasks: int, shots: int, query: int | None = None, *, seed=0, return_params: bool = False):
         """Draw ``tasks`` tasks with ``shots`` support and ``query`` (default ``shots``) query points.
 
-        Returns a :class:`TaskBatch` (and the task parameters when ``return_params``).
+        Returns a :class:`TaskBatch` (and the task parameters when ``return_params``). ``seed``:
+        an int, or a ``torch.Generator`` that consecutive calls share (fresh tasks each call).
+
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> b1, b2 = Sinusoid().sample(2, 5, seed=g), Sinusoid().sample(2, 5, seed=g)
+        >>> torch.equal(b1.x_support, b2.x_support), torch.equal(b1.x_support, Sinusoid().sample(2, 5, seed=0).x_support)
+        (False, True)
         """
-        g = make_generator(seed, generator)
-        params = self.sample_tasks(tasks, generator=g)
-        batch = self.batch_for(params["amplitude"], params["phase"], shots, query, generator=g)
+        g = V.generator(seed)
+        params = self.sample_tasks(tasks, seed=g)
+        batch = self.batch_for(params["amplitude"], params["phase"], shots, query, seed=g)
         return (batch, params) if return_params else batch
 
 
@@ -217,6 +255,12 @@ class DigitsEpisodes:
     An episode picks ``ways`` classes, assigns them labels 0..ways-1 in random order and draws
     ``shots`` support and ``query`` query images per class, without replacement.
     ``x``: ``[tasks, ways*shots, 64]`` (or ``[tasks, ways*shots, 1, 8, 8]`` with ``flatten=False``).
+    Introduced in notebook 05.
+
+    >>> from metahpo_lib.tasks import DigitsEpisodes
+    >>> b = DigitsEpisodes(5, split="test").sample(2, 1, 3, seed=0)   # 2 episodes, 5-way 1-shot
+    >>> b.x_support.shape, b.y_query.shape, b.y_support.dtype
+    (torch.Size([2, 5, 64]), torch.Size([2, 15]), torch.int64)
     """
 
     def __init__(self, ways: int = 5, *, split: str = "train", train_digits=(0, 1, 2, 3, 4, 5),
@@ -254,6 +298,7 @@ class DigitsEpisodes:
 
     @property
     def num_classes(self) -> int:
+        """Number of (digit, rotation) classes in this split."""
         return len(self.classes)
 
     def __repr__(self) -> str:
@@ -261,16 +306,21 @@ class DigitsEpisodes:
         return (f"DigitsEpisodes({self.ways}-way, split={self.split!r}, digits={digits}, classes={self.num_classes}, "
                 f"{self.dtype}, {self.device})")
 
-    def sample(self, tasks: int, shots: int, query: int | None = None, *, seed=None, generator=None,
-               return_params: bool = False):
-        """Draw ``tasks`` episodes with ``shots`` support and ``query`` (default 15) query images per class."""
+    def sample(self, tasks: int, shots: int, query: int | None = None, *, seed=0, return_params: bool = False):
+        """Draw ``tasks`` episodes with ``shots`` support and ``query`` (default 15) query images per class.
+
+        ``seed``: an int or a ``torch.Generator``; ``return_params`` adds ``{"classes": [tasks, ways]}``.
+
+        >>> DigitsEpisodes(5).sample(3, 2, seed=0).x_query.shape   # 15 query images per class
+        torch.Size([3, 75, 64])
+        """
         V.positive_int(tasks, "tasks")
         V.positive_int(shots, "shots")
         query = 15 if query is None else V.positive_int(query, "query")
         if shots + query > self.min_examples:
             raise ValueError(f"shots + query must be <= {self.min_examples} (images in the smallest class), "
                              f"got {shots} + {query}")
-        g = make_generator(seed, generator)
+        g = V.generator(seed)
         n = shots + query
         cls = torch.rand(tasks, self.num_classes, generator=g).argsort(dim=1)[:, :self.ways]   # [T, N]
         keys = torch.rand(tasks, self.ways, self._max, generator=g)

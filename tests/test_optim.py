@@ -66,22 +66,22 @@ def test_matches_hand_reference(device, name):
     x0 = np.random.default_rng(1).standard_normal(5)
     if name == "sgd":
         want, want_lrs = reference_sgd_hd(A, b, x0, lr=0.01, beta=0.01, steps=30)
-        got, lrs = run_torch(optim.SGDHD, A, b, x0, 30, device, lr=0.01, hypergrad_lr=0.01)
+        got, lrs = run_torch(optim.SGDHD, A, b, x0, 30, device, lr=0.01, meta_lr=0.01)
     else:
         want, want_lrs = reference_adam_hd(A, b, x0, lr=0.01, beta=1e-3, steps=30)
-        got, lrs = run_torch(optim.AdamHD, A, b, x0, 30, device, lr=0.01, hypergrad_lr=1e-3)
+        got, lrs = run_torch(optim.AdamHD, A, b, x0, 30, device, lr=0.01, meta_lr=1e-3)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(lrs, want_lrs, rtol=1e-10)
     assert lrs[-1] > 0.01  # the lr grew: the successive gradients were aligned
 
 
-def test_zero_hypergrad_lr_is_plain_optimizer():
+def test_zero_meta_lr_is_plain_optimizer():
     A, b = quadratic(2)
     x0 = np.zeros(5)
-    got, lrs = run_torch(optim.SGDHD, A, b, x0, 10, "cpu", lr=0.05, hypergrad_lr=0.0)
+    got, lrs = run_torch(optim.SGDHD, A, b, x0, 10, "cpu", lr=0.05, meta_lr=0.0)
     ref, _ = run_torch(torch.optim.SGD, A, b, x0, 10, "cpu", lr=0.05)
     np.testing.assert_allclose(got, ref, rtol=1e-13)
-    got, _ = run_torch(optim.AdamHD, A, b, x0, 10, "cpu", lr=0.05, hypergrad_lr=0.0)
+    got, _ = run_torch(optim.AdamHD, A, b, x0, 10, "cpu", lr=0.05, meta_lr=0.0)
     ref, _ = run_torch(torch.optim.Adam, A, b, x0, 10, "cpu", lr=0.05)
     np.testing.assert_allclose(got, ref, rtol=1e-10)
     assert set(lrs) == {0.05}
@@ -91,7 +91,7 @@ def test_closure_and_fit_on_digits():
     s = load("digits", dtype=torch.float32)
     torch.manual_seed(0)
     model = torch.nn.Linear(64, 10)
-    opt = optim.SGDHD(model.parameters(), lr=1e-3, hypergrad_lr=1e-3)
+    opt = optim.SGDHD(model.parameters(), lr=1e-3, meta_lr=1e-3)
     hist = optim.fit(model, opt, s.X_train, s.y_train, epochs=2, batch_size=64)
     assert len(hist["loss"]) == len(hist["lr"]) == 2 * -(-s.X_train.shape[0] // 64)
     assert hist["lr"][-1] > 1e-3
@@ -104,16 +104,16 @@ def test_bad_input():
     for cls in (optim.SGDHD, optim.AdamHD):
         with pytest.raises(ValueError, match="lr"):
             cls(w, lr=0.0)
-        with pytest.raises(ValueError, match="hypergrad_lr"):
-            cls(w, lr=0.1, hypergrad_lr=-1)
+        with pytest.raises(ValueError, match="meta_lr"):
+            cls(w, lr=0.1, meta_lr=-1)
         with pytest.raises(TypeError, match="lr"):
             cls(w, lr="fast")
-        with pytest.raises(ValueError, match="hypergrad_lr"):
-            cls(w, lr=0.1, hypergrad_lr=float("inf"))
+        with pytest.raises(ValueError, match="meta_lr"):
+            cls(w, lr=0.1, meta_lr=float("inf"))
     with pytest.raises(ValueError, match="betas"):
         optim.AdamHD(w, betas=(0.9, 1.0))
-    with pytest.raises(ValueError, match="eps"):
-        optim.AdamHD(w, eps=0)
+    with pytest.raises(ValueError, match="epsilon"):
+        optim.AdamHD(w, epsilon=0)
     X = torch.randn(64, 2) * 10
     y = torch.randn(64)
 
