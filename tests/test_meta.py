@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from metahpo_lib import meta
+from metahpo_lib import hpo, meta
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,8 @@ def test_meta_gradient_is_the_batch_mean(train_tasks):
 
 
 def test_meta_train_lowers_the_meta_loss(train_tasks):
-    shared = meta.meta_train(train_tasks, kind="shared", steps=60, seed=0, lr=0.1)
-    pred = meta.meta_train(train_tasks, kind="predictor", steps=60, seed=0, lr=0.1)
+    shared = meta.meta_train(train_tasks, kind="shared", iterations=60, seed=0, meta_lr=0.1)
+    pred = meta.meta_train(train_tasks, kind="predictor", iterations=60, seed=0, meta_lr=0.1)
     assert torch.count_nonzero(shared.weights["W"]) == 0 and torch.count_nonzero(pred.weights["W"]) > 0
 
     def mean_loss(p):
@@ -100,11 +100,37 @@ def test_meta_train_lowers_the_meta_loss(train_tasks):
     assert mean_loss(shared) < start and mean_loss(pred) < start
     cfg = pred.config(train_tasks[0])
     assert all(meta.SPACE[k].low <= cfg[k] <= meta.SPACE[k].high for k in meta.HPARAM_KEYS)
+    assert len(pred.losses) == 60
+    again = meta.meta_train(train_tasks, kind="predictor", iterations=60, seed=torch.Generator().manual_seed(0),
+                            meta_lr=0.1)
+    assert torch.equal(again.weights["W"], pred.weights["W"])  # an int seed and its generator agree
+
+
+def test_meta_train_is_descend_with_torch_adam(train_tasks):
+    """An independent reference: the outer loop written out with torch.optim.Adam."""
+    pred = meta.meta_train(train_tasks, kind="predictor", iterations=15, batch_size=4, seed=1, meta_lr=0.1)
+    F = torch.stack([t.features for t in train_tasks])
+    mu, sd = F.mean(0), F.std(0).clamp_min(1e-6)
+    W = torch.zeros(F.shape[1], 2, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([-2.0, 1.0], dtype=torch.float64, requires_grad=True)
+    opt, gen = torch.optim.Adam([b, W], lr=0.1), torch.Generator().manual_seed(1)
+    for _ in range(15):
+        idx = torch.randperm(len(train_tasks), generator=gen)[:4].tolist()
+        opt.zero_grad()
+        loss = sum(_reference_val_loss(train_tasks[i], *meta.predict({"W": W, "b": b}, train_tasks[i].features,
+                                                                      mu, sd).values()) for i in idx) / 4
+        (loss + 0.5 * 1e-2 * W.pow(2).sum()).backward()
+        opt.step()
+        with torch.no_grad():
+            b[0].clamp_(-12.0, 4.0)
+            b[1].clamp_(-1.0, 3.0)
+    torch.testing.assert_close(pred.weights["W"], W.detach(), rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(pred.weights["b"], b.detach(), rtol=1e-7, atol=1e-9)
 
 
 def test_run_methods_curves(train_tasks):
     task = train_tasks[2]
-    pred = meta.meta_train(train_tasks, kind="predictor", steps=10, seed=0)
+    pred = meta.meta_train(train_tasks, kind="predictor", iterations=10, seed=0)
     res = meta.run_methods(task, predictor=pred, shared=pred, budget=12, grid_budgets=(1, 5, 10), seed=0)
     assert set(res) == {"grid", "random", "tpe", "shared", "predictor", "predictor+hgd", "predictor+tpe"}
     for m, (v, t) in res.items():
@@ -119,9 +145,30 @@ def test_run_methods_curves(train_tasks):
     assert all(np.nanmin(v) >= ref - 1e-6 for v, _ in res.values())  # the dense reference is (nearly) the best
 
 
-def test_regret_ci():
-    m, lo, hi = meta.regret_ci(np.arange(10.0))
-    assert m == 4.5 and lo < 4.5 < hi
+def test_run_methods_through_the_registry(train_tasks):
+    """Every method of the comparison is a registry name; a newly registered baseline and any
+    'start+method' combination work without touching meta."""
+    task = train_tasks[2]
+    pred = meta.meta_train(train_tasks, kind="predictor", iterations=5, seed=0)
+
+    @hpo.register("lower_corner")
+    def lower_corner(problem, budget, *, seed, warm_start):
+        cfg = {k: d.low for k, d in problem.space.items()}
+        h = hpo.History()
+        h.add(cfg, problem.objective(cfg))
+        return h
+
+    try:
+        res = meta.run_methods(task, predictor=pred, budget=8, methods=["lower_corner", "predictor+random", "hgd"])
+    finally:
+        del hpo.METHODS["lower_corner"]
+    assert np.allclose(res["lower_corner"][0], task.objective({"log_alpha": -12.0, "scale_power": -1.0}))
+    assert res["predictor+random"][0][0] == pytest.approx(task.objective(pred.config(task)))
+    h = hpo.random_search(task.objective, meta.SPACE, 7, seed=0)  # after the one warm-start evaluation
+    assert res["predictor+random"][0][-1] == pytest.approx(min([res["predictor+random"][0][0]] + h.values))
+    hgd = hpo.hypergradient_descent(task.objective, meta.SPACE, 8, gradient=task.gradient)
+    np.testing.assert_allclose(res["hgd"][0], np.minimum.accumulate(hgd.values))
+    assert task.space is meta.SPACE and set(task.gradient({"log_alpha": -2.0, "scale_power": 1.0})) == set(meta.SPACE)
 
 
 def test_bad_input(train_tasks):
@@ -143,8 +190,14 @@ def test_bad_input(train_tasks):
         train_tasks[0].val_loss({"log_alpha": torch.tensor(0.0, dtype=torch.float64)})
     with pytest.raises(ValueError, match="kind"):
         meta.meta_train(train_tasks, kind="maml")
-    with pytest.raises(ValueError, match="steps"):
-        meta.meta_train(train_tasks, steps=0)
+    with pytest.raises(ValueError, match="iterations"):
+        meta.meta_train(train_tasks, iterations=0)
+    with pytest.raises(ValueError, match="meta_lr"):
+        meta.meta_train(train_tasks, meta_lr=0.0)
+    with pytest.raises(TypeError, match="seed"):
+        meta.meta_train(train_tasks, seed=0.5)
+    with pytest.raises(TypeError, match="seed"):
+        meta.TaskSpec("synthetic", 100, 5, 0.1, 0.1, seed=1.0)
     with pytest.raises(ValueError, match="tasks"):
         meta.meta_train([])
     with pytest.raises(ValueError, match="at least 2 Task"):
@@ -152,7 +205,13 @@ def test_bad_input(train_tasks):
     with pytest.raises(ValueError, match="budget"):
         meta.run_methods(train_tasks[0], budget=0)
     with pytest.raises(ValueError, match="budget"):
-        meta.hypergrad_descent(train_tasks[0], {"log_alpha": 0.0, "scale_power": 1.0}, 0)
+        hpo.hypergradient_descent(train_tasks[0].objective, meta.SPACE, 0, gradient=train_tasks[0].gradient)
+    with pytest.raises(ValueError, match="refine_iterations"):
+        meta.dense_best(train_tasks[0], refine_iterations=-1)
+    with pytest.raises(ValueError, match="num"):
+        meta.dense_best(train_tasks[0], num=(1, 5))
+    with pytest.raises(ValueError, match="tasks"):
+        meta.meta_gradient([], _h(0.0, 1.0))
     with pytest.raises(ValueError, match="methods"):
         meta.run_methods(train_tasks[0], methods=["predictor"])  # no predictor given
     with pytest.raises(ValueError, match="which"):

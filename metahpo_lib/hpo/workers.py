@@ -25,6 +25,7 @@ Command line (runs a tabular benchmark with N worker processes)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
@@ -32,55 +33,11 @@ import sys
 import threading
 import warnings
 import time
-from pathlib import Path
 
 from .. import _validate as V
-from .optuna_tools import _optuna, make_sampler, suggest
+from .studies import SAMPLERS, create_study, make_sampler, open_storage, require_optuna, suggest
 
-_RDB_PREFIXES = ("sqlite://", "postgresql", "postgres://", "mysql", "oracle", "mssql")
-
-
-def open_storage(url, *, heartbeat_interval: int = 2, grace_period: int = 6):
-    """Open an Optuna storage from a URL or path (see the module docstring).
-
-    Raises ``ValueError`` naming ``storage`` when the URL is unknown or cannot be opened.
-    """
-    optuna = _optuna()
-    if isinstance(url, optuna.storages.BaseStorage):
-        return url
-    if isinstance(url, Path):
-        url = f"journal:{url}"
-    if not isinstance(url, str) or not url:
-        raise TypeError(f"storage must be a URL string (journal:PATH, sqlite:///PATH, postgresql://...) "
-                        f"or an optuna storage, got {url!r}")
-    if url.startswith("journal:") or url.endswith((".log", ".journal")):
-        path = Path(url[len("journal:"):] if url.startswith("journal:") else url).expanduser()
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir() or not os.access(parent, os.W_OK) or (path.exists() and not path.is_file()):
-            raise ValueError(f"storage {url!r} cannot be opened: {parent} is not a writable directory "
-                             f"or {path} is not a file")
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-        try:
-            backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-            return optuna.storages.JournalStorage(backend)
-        except Exception as e:
-            raise ValueError(f"storage {url!r} cannot be opened: {type(e).__name__}: {e}") from e
-    if url.startswith(_RDB_PREFIXES):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                                  engine_kwargs={"connect_args": {"timeout": 60}}
-                                                  if url.startswith("sqlite") else None)
-        except Exception as e:
-            raise ValueError(f"storage {url!r} cannot be opened: {type(e).__name__}: {e}") from e
-    raise ValueError(f"storage must start with journal:, sqlite:///, postgresql://, mysql... (or be a path "
-                     f"ending in .log or .journal), got {url!r}")
-
-
-def _worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+__all__ = ["run_worker", "fail_dead_trials", "main"]
 
 
 def _alive_here(worker: str) -> bool:
@@ -98,8 +55,14 @@ def _alive_here(worker: str) -> bool:
 
 def fail_dead_trials(study) -> list[int]:
     """Mark ``FAIL`` every running trial whose worker is gone (a dead process on this
-    machine; a stopped heartbeat with an RDB storage). Returns their numbers."""
-    optuna = _optuna()
+    machine; a stopped heartbeat with an RDB storage). Returns their numbers.
+
+    >>> from metahpo_lib.hpo import workers
+    >>> from metahpo_lib.hpo.studies import require_optuna
+    >>> workers.fail_dead_trials(require_optuna().create_study())   # nothing running
+    []
+    """
+    optuna = require_optuna()
     TS = optuna.trial.TrialState
     failed = []
     from optuna.storages._heartbeat import is_heartbeat_enabled
@@ -122,71 +85,89 @@ def fail_dead_trials(study) -> list[int]:
     return failed
 
 
-def run_worker(objective, space, storage, study_name: str, budget: int, *, sampler: str = "tpe", seed: int = 0,
-               poll: float = 0.2, progress: bool = False) -> int:
-    """One worker: ask/evaluate/tell on the shared study until it has ``budget`` finished
-    trials. Returns how many trials this worker evaluated."""
-    optuna = _optuna()
-    TS = optuna.trial.TrialState
-    V.positive_int(budget, "budget")
-    store = open_storage(storage)
-    study = optuna.load_study(study_name=study_name, storage=store,
-                              sampler=make_sampler(sampler, seed, parallel=True))
-    me, done = _worker_id(), 0
-    beat = None
+@contextlib.contextmanager
+def _heartbeat(store, trial_id: int):
+    """Record the heartbeat of a running trial in a thread while the block runs (RDB storages)."""
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
+    if not is_heartbeat_enabled(store):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(store.get_heartbeat_interval()):
+            store.record_heartbeat(trial_id)
+
+    store.record_heartbeat(trial_id)
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _next_trial(study, budget: int, me: str, TS):
+    """Ask for a trial to evaluate: ``"done"`` when the study is full, ``"wait"`` while the rest
+    runs elsewhere, ``"skip"`` after a surplus trial (told FAIL with the user attribute
+    ``skipped``, never evaluated), else the trial."""
+    trials = study.get_trials(deepcopy=False)
+    if sum(t.state == TS.COMPLETE for t in trials) >= budget:
+        return "done"
+    if sum(t.state in (TS.COMPLETE, TS.RUNNING, TS.WAITING) for t in trials) >= budget:
+        return "wait"  # the rest is running elsewhere; wait in case a worker dies
+    with warnings.catch_warnings():  # we beat the heart ourselves (_heartbeat), not via Study.optimize
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        trial = study.ask()
+    study._storage.set_trial_user_attr(trial._trial_id, "worker", me)
+    ahead = sum(t.state in (TS.COMPLETE, TS.RUNNING, TS.WAITING) and t.number < trial.number
+                for t in study.get_trials(deepcopy=False))
+    if ahead >= budget:
+        study._storage.set_trial_user_attr(trial._trial_id, "skipped", "budget reached")
+        study.tell(trial, state=TS.FAIL)
+        return "skip"
+    return trial
+
+
+def run_worker(objective, space, storage, study_name: str, budget: int, *, sampler: str = "tpe", seed=0,
+               poll: float = 0.2, progress: bool = False) -> int:
+    """One worker: ask / evaluate / tell on the shared study until it has ``budget`` finished
+    trials (module docstring). Returns how many trials this worker evaluated.
+
+    >>> import tempfile
+    >>> from metahpo_lib.hpo import Float, create_study, workers
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = create_study(f"sqlite:///{d}/hpo.db", "demo", sampler="random")
+    ...     workers.run_worker(lambda c: c["x"] ** 2, {"x": Float(-1.0, 1.0)}, f"sqlite:///{d}/hpo.db", "demo", 3,
+    ...                        sampler="random")
+    3
+    """
+    V.positive_int(budget, "budget")
+    optuna = require_optuna()
+    TS = optuna.trial.TrialState
+    store = open_storage(storage)
+    study = optuna.load_study(study_name=study_name, storage=store, sampler=make_sampler(sampler, seed, parallel=True))
+    me, done = f"{socket.gethostname()}:{os.getpid()}", 0
     while True:
         fail_dead_trials(study)
-        trials = study.get_trials(deepcopy=False)
-        finished = sum(t.state == TS.COMPLETE for t in trials)
-        active = sum(t.state in (TS.COMPLETE, TS.RUNNING, TS.WAITING) for t in trials)
-        if finished >= budget:
+        trial = _next_trial(study, budget, me, TS)
+        if trial == "done":
             return done
-        if active >= budget:  # the rest is running elsewhere; wait in case a worker dies
-            time.sleep(poll)
+        if trial in ("wait", "skip"):
+            time.sleep(poll if trial == "wait" else 0)
             continue
-        with warnings.catch_warnings():  # we beat the heart ourselves (below), not via Study.optimize
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            trial = study.ask()
-        study._storage.set_trial_user_attr(trial._trial_id, "worker", me)
-        ahead = sum(t.state in (TS.COMPLETE, TS.RUNNING, TS.WAITING) and t.number < trial.number
-                    for t in study.get_trials(deepcopy=False))
-        if ahead >= budget:
-            study._storage.set_trial_user_attr(trial._trial_id, "skipped", "budget reached")
-            study.tell(trial, state=TS.FAIL)
-            continue
-        if is_heartbeat_enabled(store):
-            stop = threading.Event()
-
-            def _beat(tid=trial._trial_id, ev=stop):
-                while not ev.wait(store.get_heartbeat_interval()):
-                    store.record_heartbeat(tid)
-
-            store.record_heartbeat(trial._trial_id)
-            beat = threading.Thread(target=_beat, daemon=True)
-            beat.start()
         try:
-            value = float(objective(suggest(trial, space)))
+            with _heartbeat(store, trial._trial_id):
+                value = float(objective(suggest(trial, space)))
         except Exception:
             study.tell(trial, state=TS.FAIL)
             raise
-        finally:
-            if beat is not None:
-                stop.set()
-                beat.join()
-                beat = None
         study.tell(trial, value)
         done += 1
         if progress:
             print(f"[{me}] trial {trial.number}: {value:.6g}", flush=True)
-
-
-def create_study(storage, study_name: str, *, seed: int = 0, sampler: str = "tpe"):
-    """Create (or load) a minimising study in ``storage``."""
-    optuna = _optuna()
-    return optuna.create_study(study_name=study_name, storage=open_storage(storage), direction="minimize",
-                               sampler=make_sampler(sampler, seed, parallel=True), load_if_exists=True)
 
 
 def _table_objective(benchmark: str, dataset: str, metric: str | None, delay: float):
@@ -203,7 +184,7 @@ def _table_objective(benchmark: str, dataset: str, metric: str | None, delay: fl
     return bench, objective
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m metahpo_lib.hpo.workers",
                                 description="Run a tabular HPO benchmark with N worker processes on one Optuna study.")
     p.add_argument("--storage", required=True, help="journal:PATH | sqlite:///PATH.db | postgresql://... (RDB URL)")
@@ -213,12 +194,37 @@ def main(argv=None) -> int:
     p.add_argument("--metric", default=None)
     p.add_argument("--budget", type=int, default=50)
     p.add_argument("--workers", type=int, default=2, help="worker processes to start here (0: this process is one)")
-    p.add_argument("--sampler", default="tpe", choices=SAMPLERS_CLI)
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--delay", type=float, default=0.0, help="seconds of sleep per evaluation (simulated training)")
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true")
-    a = p.parse_args(argv)
+    return p
+
+
+def _spawn(a, name: str) -> list[int]:
+    """Start ``a.workers`` worker processes on study ``name``; return their exit codes."""
+    base = [sys.executable, "-m", "metahpo_lib.hpo.workers", "--storage", a.storage, "--study", name,
+            "--benchmark", a.benchmark, "--dataset", a.dataset, "--budget", str(a.budget), "--workers", "0",
+            "--sampler", a.sampler, "--seed", str(a.seed), "--delay", str(a.delay)]
+    base += ["--metric", a.metric] if a.metric else []
+    base += ["--quiet"] if a.quiet else []
+    procs = [subprocess.Popen(base + ["--worker-index", str(i)]) for i in range(a.workers)]
+    return [pr.wait() for pr in procs]
+
+
+def main(argv=None) -> int:
+    """The command line (module docstring): run a tabular benchmark with ``--workers`` worker
+    processes on one study, or (``--workers 0``) be one worker. Returns the exit code.
+
+    >>> import tempfile
+    >>> from metahpo_lib.hpo import workers
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     workers.main(["--storage", f"journal:{d}/hpo.log", "--benchmark", "nasbench201", "--dataset", "cifar10",
+    ...                   "--budget", "2", "--workers", "0", "--sampler", "random", "--quiet"])
+    0
+    """
+    a = _parser().parse_args(argv)
     V.positive_int(a.budget, "budget")
     if a.workers < 0:
         raise ValueError(f"workers must be >= 0, got {a.workers}")
@@ -229,15 +235,9 @@ def main(argv=None) -> int:
         run_worker(objective, bench.space, a.storage, name, a.budget, sampler=a.sampler,
                    seed=a.seed * 1000 + a.worker_index, progress=not a.quiet)
         return 0
-    base = [sys.executable, "-m", "metahpo_lib.hpo.workers", "--storage", a.storage, "--study", name,
-            "--benchmark", a.benchmark, "--dataset", a.dataset, "--budget", str(a.budget), "--workers", "0",
-            "--sampler", a.sampler, "--seed", str(a.seed), "--delay", str(a.delay)]
-    base += ["--metric", a.metric] if a.metric else []
-    base += ["--quiet"] if a.quiet else []
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(base + ["--worker-index", str(i)]) for i in range(a.workers)]
-    codes = [pr.wait() for pr in procs]
-    optuna = _optuna()
+    codes = _spawn(a, name)
+    optuna = require_optuna()
     study = optuna.load_study(study_name=name, storage=open_storage(a.storage))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = min(done, key=lambda t: t.value)
@@ -246,8 +246,6 @@ def main(argv=None) -> int:
           f"at {bench.decode(best.params)}")
     return max(codes)
 
-
-SAMPLERS_CLI = ("random", "tpe", "gp")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -77,7 +77,9 @@ def newton_cg(f: Callable[[dict], torch.Tensor], params: dict, *, tol: float | N
         if gmax <= tol:
             break
         gnorm = float(tree.norm(g))
-        d = cg(hvp(f, params), g, iters=iters, tol=min(0.5, math.sqrt(gnorm)), on_failure="warn").x
+        with warnings.catch_warnings():  # truncated CG: stopping at non-positive curvature is part of the method
+            warnings.simplefilter("ignore", RuntimeWarning)
+            d = cg(hvp(f, params), g, iters=iters, tol=min(0.5, math.sqrt(gnorm)), on_failure="warn").x
         slope = -float(tree.dot(g, d))
         if not slope < 0:  # CG stopped before giving a descent direction: use the gradient
             d, slope = g, -gnorm ** 2

@@ -161,12 +161,14 @@ def _jacobi(precondition, b: Tree, fl: Flat):
 
 
 def _cg_failure(pAp: float, rr: float, rz: float, k: int, preconditioned: bool) -> str | None:
-    if not (math.isfinite(pAp) and math.isfinite(rr) and math.isfinite(rz)):
-        return f"cg: H p or the residual is not finite (NaN or inf) at iteration {k}"
+    if not math.isfinite(pAp):
+        return f"cg: H p is not finite (NaN or inf) at iteration {k}"
     if not pAp > 0:
         return (f"cg: H is not positive definite: met a direction p with p^T H p = {pAp:.3g} <= 0 at iteration "
                 f"{k}; CG needs a symmetric positive-definite H (is params a minimum of the inner loss? add "
                 "damping, or use a smaller model)")
+    if not (math.isfinite(rr) and math.isfinite(rz)):
+        return f"cg: the residual became non-finite at iteration {k}"
     if preconditioned and not rz > 0 and rr > 0:
         return f"cg: the preconditioner is not positive definite (r^T M r = {rz:.3g} at iteration {k})"
     return None
