@@ -112,6 +112,12 @@ def ridge(X_train, y_train, X_val, y_val, per_feature: bool = False, log_alpha: 
 
     params ``{"w": (d,)}``; hparams ``{"log_alpha": ()}`` or ``(d,)`` with ``per_feature``.
     No intercept: standardise the data first (``metahpo_lib.data`` does).
+
+    >>> from metahpo_lib import data, problems
+    >>> s = data.load("diabetes", seed=0)
+    >>> p = problems.ridge(s.X_train, s.y_train, s.X_val, s.y_val, per_feature=True)
+    >>> p.init_hparams()["log_alpha"].shape, round(float(p.outer_loss(p.solve_inner(p.init_hparams()), {})), 4)
+    (torch.Size([10]), 0.2547)
     """
     _check_xy(X_train, y_train, "X_train", "y_train")
     _check_xy(X_val, y_val, "X_val", "y_val")
@@ -153,6 +159,12 @@ def logistic(X_train, y_train, X_val, y_val, num_classes: int | None = None, per
     Two classes use one logit (sigmoid): params ``{"W": (d,), "b": ()}``; C > 2 classes use
     softmax: ``{"W": (d, C), "b": (C,)}``. hparams ``{"log_alpha": ()}`` or ``(d,)``.
     No closed form: use an iterative inner solver (chapters 03-04).
+
+    >>> from metahpo_lib import data, problems
+    >>> s = data.load("iris", seed=0)
+    >>> p = problems.logistic(s.X_train, s.y_train, s.X_val, s.y_val)
+    >>> {k: tuple(v.shape) for k, v in p.init_params().items()}, round(float(p.outer_loss(p.init_params(), {})), 4)
+    ({'W': (4, 3), 'b': (3,)}, 1.0986)
     """
     _check_xy(X_train, y_train, "X_train", "y_train", labels=True)
     _check_xy(X_val, y_val, "X_val", "y_val", labels=True)
@@ -195,6 +207,12 @@ def logistic(X_train, y_train, X_val, y_val, num_classes: int | None = None, per
 
 
 def predict_logistic(params: TensorDict, X: torch.Tensor) -> torch.Tensor:
-    """Class predictions of a :func:`logistic` model (binary or multiclass)."""
+    """Class predictions of a :func:`logistic` model (binary or multiclass).
+
+    >>> import torch
+    >>> from metahpo_lib import problems
+    >>> problems.predict_logistic({"W": torch.eye(2), "b": torch.zeros(2)}, torch.tensor([[1., 0.], [0., 3.]]))
+    tensor([0, 1])
+    """
     logits = X @ params["W"] + params["b"]
     return (logits > 0).long() if logits.ndim == 1 else logits.argmax(-1)

@@ -19,7 +19,13 @@ __all__ = ["MeanCI", "mean_ci"]
 
 class MeanCI(NamedTuple):
     """Mean and half-width of a confidence interval (floats, or tensors when a ``dim`` was
-    reduced); ``low`` and ``high`` are the interval's ends."""
+    reduced); ``low`` and ``high`` are the interval's ends.
+
+    >>> from metahpo_lib.stats import MeanCI
+    >>> ci = MeanCI(2.0, 0.5)
+    >>> ci.low, ci.high, str(ci)
+    (1.5, 2.5, '2 ± 0.5')
+    """
 
     mean: float | torch.Tensor
     half_width: float | torch.Tensor

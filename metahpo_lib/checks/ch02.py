@@ -52,7 +52,7 @@ def central_difference(fn) -> None:
 
 def ref_fd_hypergradient(problem, hparams, eps):
     """Central differences of L_val(solve_inner(λ)) per coordinate of every hparams entry."""
-    return dict(hypergrad.finite_difference(problem, hparams, eps=eps, scheme="central", solver="closed_form"))
+    return dict(hypergrad.finite_difference(problem, hparams, eps=eps, scheme="central", inner_solve=problem.solve_inner))
 
 
 def fd_hypergradient(fn) -> None:

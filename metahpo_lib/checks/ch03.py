@@ -36,7 +36,7 @@ def _with_hypergradient(gd_unroll):
 
 def ref_gd_unroll(problem, hparams, steps, lr):
     """T steps of gradient descent from init_params, differentiable in hparams."""
-    return inner.run(problem, hparams, steps=steps, lr=lr)
+    return inner.run(problem, hparams, inner.GD(lr), steps=steps)
 
 
 def gd_unroll(fn) -> None:
@@ -53,7 +53,7 @@ def gd_unroll(fn) -> None:
 def ref_ridge_forward_mode(X, y, X_val, y_val, log_alpha, steps, lr):
     """Forward-mode (tangent) hypergradient of per-feature ridge after ``steps`` GD steps from w = 0."""
     p = problems.ridge(X, y, X_val, y_val, per_feature=True)
-    return hypergrad.unrolled(p, {"log_alpha": log_alpha}, steps=steps, lr=lr)["log_alpha"]  # = forward mode
+    return hypergrad.unrolled(p, {"log_alpha": log_alpha}, inner.GD(lr), steps=steps)["log_alpha"]  # = forward mode
 
 
 def ridge_forward_mode(fn) -> None:
@@ -66,15 +66,15 @@ def ridge_forward_mode(fn) -> None:
             rtol=1e-8, atol=1e-12)
 
 
-def ref_sgd_hd_step(params, grads, prev_grads, lr, hypergrad_lr):
+def ref_sgd_hd_step(params, grads, prev_grads, lr, meta_lr):
     """One SGD-HD step: lr += beta * <g_t, g_{t-1}> (no change when prev_grads is None), then p -= lr g."""
     if prev_grads is not None:
-        lr = lr + hypergrad_lr * float(sum((g * h).sum() for g, h in zip(grads, prev_grads)))
+        lr = lr + meta_lr * float(sum((g * h).sum() for g, h in zip(grads, prev_grads)))
     return [p - lr * g for p, g in zip(params, grads)], lr
 
 
 def sgd_hd_step(fn) -> None:
-    """Check ``fn(params, grads, prev_grads, lr, hypergrad_lr) -> (new_params list, new_lr)``."""
+    """Check ``fn(params, grads, prev_grads, lr, meta_lr) -> (new_params list, new_lr)``."""
     g = torch.Generator().manual_seed(7)
 
     def tensors():

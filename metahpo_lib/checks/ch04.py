@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from functools import partial
+
 import torch
 
 from .. import data, hypergrad, linalg, problems
@@ -37,7 +39,8 @@ def neumann_solve(fn) -> None:
 
 def ref_ift_hypergradient(problem, hparams, params):
     """The implicit hypergradient at a stationary ``params`` (CG solved to 1e-13)."""
-    return dict(hypergrad.implicit(problem, hparams, params, iters=2000, tol=1e-13, stationarity_tol=None))
+    return dict(hypergrad.implicit(problem, hparams, params, solve=partial(linalg.cg, iters=2000, tol=1e-13),
+                                  stationarity_tol=None))
 
 
 def _ift_cases():

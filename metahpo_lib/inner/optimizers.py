@@ -59,6 +59,16 @@ class InnerOptimizer:
     """The step interface every inner optimiser follows (see the module docstring).
 
     Subclasses set ``lr`` and implement :meth:`step` (and :meth:`init` when they keep state).
+
+    >>> import torch
+    >>> from metahpo_lib import inner
+    >>> class SignGD(inner.InnerOptimizer):                 # a new optimiser: no library edit needed
+    ...     def __init__(self, lr):
+    ...         self.lr = lr
+    ...     def step(self, params, grads, state, hparams, t):
+    ...         return {k: p - self.lr_at(hparams, t) * grads[k].sign() for k, p in params.items()}, state
+    >>> SignGD(0.1).step({"w": torch.tensor([1., 1.])}, {"w": torch.tensor([3., -2.])}, {}, {}, 0)[0]
+    {'w': tensor([0.9000, 1.1000])}
     """
 
     lr: float | torch.Tensor | dict | str

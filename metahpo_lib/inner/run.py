@@ -32,7 +32,12 @@ DIVERGENCE_FACTOR = 1e6
 
 
 class DivergenceError(ValueError):
-    """An inner or outer loop diverged: its loss became NaN / inf or grew by orders of magnitude."""
+    """An inner or outer loop diverged: its loss became NaN / inf or grew by orders of magnitude.
+
+    >>> from metahpo_lib import inner
+    >>> issubclass(inner.DivergenceError, ValueError)
+    True
+    """
 
 
 def check_losses(losses: list, *, start: int = 0, optimizer=None) -> None:

@@ -18,7 +18,13 @@ __all__ = ["newton_cg", "default_tol"]
 
 def default_tol(dtype: torch.dtype) -> float:
     """The gradient tolerance a smooth inner problem can reach in ``dtype``: 1e-13 in float64,
-    1e-5 in float32 (a few hundred unit round-offs of an O(1) loss)."""
+    1e-5 in float32 (a few hundred unit round-offs of an O(1) loss).
+
+    >>> import torch
+    >>> from metahpo_lib.linalg.newton import default_tol
+    >>> default_tol(torch.float64), default_tol(torch.float32)
+    (1e-13, 1e-05)
+    """
     return 1e-13 if dtype == torch.float64 else 1e-5
 
 

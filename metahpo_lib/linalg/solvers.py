@@ -23,7 +23,15 @@ __all__ = ["SolveResult", "SolverError", "cg", "neumann", "fixed_point", "max_ei
 
 
 class SolverError(ValueError):
-    """A matrix-free solver could not continue (non-positive curvature, divergence, NaN)."""
+    """A matrix-free solver could not continue (non-positive curvature, divergence, NaN).
+
+    >>> import torch
+    >>> from metahpo_lib import linalg
+    >>> linalg.cg(lambda x: -x, torch.ones(2))
+    Traceback (most recent call last):
+    ...
+    metahpo_lib.linalg.solvers.SolverError: cg: H is not positive definite: ...
+    """
 
 
 @dataclass
