@@ -14,7 +14,7 @@ median over rounds, one thread.
 Table 2: time and peak memory of reverse vs forward mode (``mode="forward"``, torch.func.jvp)
 as T grows. Peak memory = bytes torch allocated above the starting point: on CUDA
 ``torch.cuda.max_memory_allocated``; on CPU the profiler's allocation records summed in time
-order (``metahpo_lib.maml.peak_memory``). Times of table 2 are single unprofiled runs.
+order (``metahpo_lib.env.peak_memory``). Times of table 2 are single unprofiled runs.
 
 At the end, runs ``benchmarks/hypergrad_implicit.py``'s ``main()`` when that file exists.
 Run ``python -m benchmarks.hypergrad`` (``--quick`` for a smoke run). Latest tables (CPU,
@@ -52,8 +52,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from metahpo_lib import data, env, hypergrad, problems
-from metahpo_lib.maml import peak_memory
+from metahpo_lib import data, env, hypergrad, inner, problems
+from metahpo_lib.env import peak_memory
 
 LR = 0.5
 LOG_ALPHA = math.log(0.05)
@@ -67,7 +67,7 @@ def setup(device):
 
 def ours(problem, T):
     def run():
-        return hypergrad.unrolled(problem, problem.init_hparams(), steps=T, lr=LR)["log_alpha"]
+        return hypergrad.unrolled(problem, problem.init_hparams(), inner.GD(LR), steps=T)["log_alpha"]
     return run
 
 
@@ -126,14 +126,14 @@ def table_higher(s, problem, device, Ts, rounds):
 
 def table_modes(problem, device, Ts):
     h = problem.init_hparams()
-    hypergrad.unrolled(problem, h, steps=2, lr=LR, mode="forward")  # warm-up
+    hypergrad.unrolled(problem, h, inner.GD(LR), steps=2, mode="forward")  # warm-up
     lines = [f"{'T':>6} {'reverse [s]':>12} {'forward [s]':>12} {'reverse [MiB]':>14} {'forward [MiB]':>14} "
              f"{'rev/fwd memory':>15}"]
     for T in Ts:
         row = {}
         for mode in ("reverse", "forward"):
             def fn():
-                return hypergrad.unrolled(problem, h, steps=T, lr=LR, mode=mode)
+                return hypergrad.unrolled(problem, h, inner.GD(LR), steps=T, mode=mode)
             dt, _ = timed(fn, device)
             row[mode] = (dt, peak_memory(fn, device) / 2**20)
         (rt, rm), (ft, fm) = row["reverse"], row["forward"]

@@ -24,7 +24,18 @@ BUNDLED = {
 
 @dataclass(frozen=True)
 class Split:
-    """Train/validation/test tensors of one data set, standardised with training statistics."""
+    """Train/validation/test tensors of one data set, standardised with training statistics (notebook 01).
+
+    ``X_*``: ``(n_part, d)`` floating tensors; ``y_*``: ``(n_part,)``, floating (regression) or
+    ``torch.long`` labels in 0..C-1 (classification).
+
+    >>> from metahpo_lib import data
+    >>> s = data.load("iris")
+    >>> s
+    Split('iris', classification, train/val/test = 90/30/30, features = 4, torch.float64, cpu)
+    >>> s.num_features, s.num_classes, s.y_train.dtype
+    (4, 3, torch.int64)
+    """
 
     X_train: torch.Tensor
     y_train: torch.Tensor
@@ -65,10 +76,18 @@ def _fractions(split) -> tuple[float, float, float]:
 def from_arrays(X, y, *, task: str, split=(0.6, 0.2, 0.2), seed: int = 0, device=None,
                 dtype: torch.dtype = torch.float64, standardize_x: bool = True, standardize_y: bool = True,
                 name: str = "", feature_names=()) -> Split:
-    """Shuffle (seeded), split and standardise arrays ``X (n, d)``, ``y (n,)``.
+    """Shuffle (seeded), split and standardise arrays ``X (n, d)``, ``y (n,)`` into a :class:`Split` (notebook 01).
 
-    Features are standardised with the training mean and std (only centred when
-    ``standardize_x`` is False); regression targets too (when ``standardize_y``). Classification labels become ``torch.long`` in 0..C-1.
+    Features are standardised with the training mean and std, ``x -> (x - mean) / std`` (only centred
+    when ``standardize_x`` is False); regression targets too (when ``standardize_y``). Classification
+    labels become ``torch.long`` in 0..C-1.
+
+    >>> import numpy as np
+    >>> from metahpo_lib import data
+    >>> X, y = np.arange(20.0).reshape(10, 2), np.array(["cat", "dog"] * 5)
+    >>> s = data.from_arrays(X, y, task="classification", split=(0.6, 0.2, 0.2), seed=0)
+    >>> s.X_train.shape, s.y_train.dtype, float(s.X_train.mean(0).abs().max()) < 1e-12
+    (torch.Size([6, 2]), torch.int64, True)
     """
     V.choice(task, "task", {"regression", "classification"})
     X = np.asarray(X, dtype=np.float64)
@@ -109,9 +128,15 @@ def from_arrays(X, y, *, task: str, split=(0.6, 0.2, 0.2), seed: int = 0, device
 
 def load(name: str, *, split=(0.6, 0.2, 0.2), seed: int = 0, device=None,
          dtype: torch.dtype = torch.float64) -> Split:
-    """Load a scikit-learn bundled data set as a seeded, standardised :class:`Split`.
+    """Load a scikit-learn bundled data set as a seeded, standardised :class:`Split` (notebook 01).
 
     ``name`` is one of ``BUNDLED``: diabetes (regression), breast_cancer, digits, iris, wine.
+    Nothing is downloaded.
+
+    >>> from metahpo_lib import data
+    >>> s = data.load("diabetes", seed=0)
+    >>> s.task, tuple(s.X_train.shape), s.feature_names[:3]
+    ('regression', (265, 10), ('age', 'sex', 'bmi'))
     """
     if name not in BUNDLED:
         raise ValueError(f"name must be one of {sorted(BUNDLED)} (scikit-learn bundled data sets), got {name!r}")
@@ -133,6 +158,14 @@ def make_regression(n: int = 500, d: int = 20, *, condition: float = 1.0, noise:
 
     Feature j is scaled by ``condition ** (-j / (2 (d - 1)))``, so X^T X spans ``condition``.
     X is centred, not scaled (scaling would undo the conditioning); y is left as generated.
+    Introduced in notebook 04 (ill-conditioned Hessians for CG).
+
+    >>> from metahpo_lib import data
+    >>> s = data.make_regression(50, 3, condition=100.0, seed=0)
+    >>> s.name, tuple(s.X_train.shape)
+    ('make_regression(n=50, d=3, condition=100)', (30, 3))
+    >>> [round(v, 2) for v in s.X_train.std(0).tolist()]   # scales 1, 0.32, 0.1 times a random draw
+    [1.18, 0.28, 0.08]
     """
     V.positive_int(n, "n", 5)
     V.positive_int(d, "d")

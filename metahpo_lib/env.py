@@ -15,12 +15,24 @@ from . import _validate as V
 
 
 def default_device() -> torch.device:
-    """CUDA when a GPU is visible, else CPU. Every factory in metahpo_lib takes ``device=``."""
+    """CUDA when a GPU is visible, else CPU. Every factory in metahpo_lib takes ``device=`` (notebook 00).
+
+    >>> import torch
+    >>> from metahpo_lib import env
+    >>> dev = env.default_device()
+    >>> dev.type == ("cuda" if torch.cuda.is_available() else "cpu"), dev in env.available_devices()
+    (True, True)
+    """
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def available_devices() -> list[torch.device]:
-    """Every device the tests and notebooks can use here: CPU, plus CUDA when present."""
+    """Every device the tests and notebooks can use here: CPU, plus CUDA when present (notebook 00).
+
+    >>> from metahpo_lib import env
+    >>> env.available_devices()[0]
+    device(type='cpu')
+    """
     return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 
 
@@ -28,7 +40,14 @@ _PACKAGES = ("torch", "numpy", "sklearn", "matplotlib", "optuna", "ipywidgets", 
 
 
 def report() -> dict[str, str]:
-    """Versions of Python and the course's packages, and the device in use, as a dict."""
+    """Versions of Python and the course's packages (``"missing"`` when not installed), and the device
+    in use, as a dict (notebook 00).
+
+    >>> from metahpo_lib import env
+    >>> info = env.report()
+    >>> list(info)[:3], info["device"] == str(env.default_device())
+    (['python', 'platform', 'torch'], True)
+    """
     info = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
     for name in _PACKAGES:
         try:
@@ -44,7 +63,16 @@ def report() -> dict[str, str]:
 
 
 def print_report() -> None:
-    """Print :func:`report` as an aligned two-column table."""
+    """Print :func:`report` as an aligned two-column table (the first cell of notebook 00).
+
+    >>> from metahpo_lib import env
+    >>> env.print_report()
+    python ...
+    platform ...
+    torch ...
+    device ...
+    torch threads ...
+    """
     info = report()
     width = max(map(len, info))
     for k, v in info.items():

@@ -402,6 +402,10 @@ def test_bad_inputs():
         maml.meta_train(learner, [b], iterations=3, progress=False)
     with pytest.raises(TypeError, match="sampler"):
         maml.evaluate(learner, [b])
+    with pytest.raises(TypeError, match="learner must be a maml.MetaLearner"):
+        maml.meta_train(net, Sinusoid(dtype=torch.float64), iterations=1)
+    with pytest.raises(TypeError, match="learner must be a maml.MetaLearner"):
+        maml.evaluate(net, Sinusoid(dtype=torch.float64))
     with pytest.raises(ValueError, match="iterations"):
         maml.meta_train(learner, Sinusoid(dtype=torch.float64), iterations=0)
     with pytest.raises(ValueError, match="meta_lr"):

@@ -96,3 +96,26 @@ def test_hparams_must_be_finite_and_match_the_problem_dtype():
         p.check_hparams({"log_alpha": torch.tensor(0.0, dtype=torch.float32)})
     with pytest.raises(ValueError, match="labels must lie in"):
         problems.logistic(X, (y > 0).long(), Xv, (yv > 0).long() - 1)
+
+
+def test_empty_data_sets_are_refused():
+    X, y, Xv, yv = _data("cpu")
+    with pytest.raises(ValueError, match="X_train has no rows"):
+        problems.ridge(X[:0], y[:0], Xv, yv)
+    with pytest.raises(ValueError, match="X_train has no rows"):
+        problems.logistic(X[:0], (y[:0] > 0).long(), Xv, (yv > 0).long())
+    with pytest.raises(ValueError, match="X_val has no rows"):
+        problems.ridge(X, y, Xv[:0], yv[:0])
+
+
+def test_losses_must_return_scalar_tensors():
+    def make(inner_loss):
+        return problems.Bilevel(inner_loss, lambda p, h: p["w"].sum(), init_params=lambda: {"w": torch.zeros(3)},
+                                init_hparams=lambda: {"a": torch.tensor(1.0)})
+    with pytest.raises(ValueError, match="inner_loss must return a scalar tensor .* got shape \\(3,\\)"):
+        make(lambda p, h: p["w"] ** 2).inner_loss({"w": torch.zeros(3)}, {"a": torch.tensor(1.0)})
+    with pytest.raises(TypeError, match="inner_loss must return a scalar torch.Tensor, got float"):
+        make(lambda p, h: 1.0).inner_loss({"w": torch.zeros(3)}, {"a": torch.tensor(1.0)})
+    with pytest.raises(TypeError, match="outer_loss must be a function"):
+        problems.Bilevel(lambda p, h: p["w"].sum(), 3.0, init_params=lambda: {"w": torch.zeros(3)},
+                         init_hparams=lambda: {"a": torch.tensor(1.0)})

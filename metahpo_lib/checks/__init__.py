@@ -26,7 +26,17 @@ def _fmt(x) -> str:
 
 
 def describe_difference(got, want, *, rtol: float, atol: float, where: str = "the result") -> str | None:
-    """None when ``got`` matches ``want`` (tensors, numbers, dicts, lists), else a sentence."""
+    """None when ``got`` matches ``want`` (tensors, numbers, dicts, lists; numbers and tensors within
+    ``|got - want| <= atol + rtol |want|``), else a sentence that says where and how they differ
+    (notebook 00, "How the exercises work").
+
+    >>> import torch
+    >>> from metahpo_lib.checks import describe_difference
+    >>> describe_difference(torch.ones(3), torch.ones(3), rtol=1e-6, atol=0) is None
+    True
+    >>> describe_difference({"w": torch.zeros(2)}, {"w": torch.zeros(3)}, rtol=1e-6, atol=0)
+    "the result['w'] should have shape (3,), but has shape (2,)"
+    """
     if isinstance(want, Mapping):
         if not isinstance(got, Mapping):
             return f"{where} should be a dict with keys {sorted(want)}, but is a {_fmt(got)}"
@@ -73,7 +83,19 @@ def describe_difference(got, want, *, rtol: float, atol: float, where: str = "th
 def compare(fn: Callable, reference: Callable, cases: Sequence[tuple[str, tuple, dict]], *, name: str | None = None,
             rtol: float = 1e-6, atol: float = 1e-8, quiet: bool = False) -> None:
     """Call ``fn(*args, **kwargs)`` and ``reference(*args, **kwargs)`` for each case
-    ``(description, args, kwargs)`` and raise ``AssertionError`` at the first difference."""
+    ``(description, args, kwargs)`` and raise ``AssertionError`` at the first difference
+    (see :func:`describe_difference`); print one ✔ line when all match (notebook 00).
+
+    >>> from metahpo_lib.checks import compare
+    >>> def double(x):
+    ...     return 2 * x
+    >>> compare(double, lambda x: x + x, [("x = 3", (3.0,), {})])
+    ✔ double matches the reference on 1 seeded case(s).
+    >>> compare(lambda x: 3 * x, lambda x: x + x, [("x = 3", (3.0,), {})], name="triple")
+    Traceback (most recent call last):
+        ...
+    AssertionError: triple: on x = 3, the result is 9, expected 6
+    """
     name = name or getattr(fn, "__name__", "your function")
     if not callable(fn):
         raise AssertionError(f"{name} should be a function, but is a {type(fn).__name__}")

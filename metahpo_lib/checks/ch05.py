@@ -2,8 +2,8 @@
 ``ch05.maml_task_loss(fn)``, ``ch05.mean_ci(fn)``; the references are ``ref_*``.
 
 >>> from metahpo_lib.checks import ch05
->>> ch05.sgd_step(ch05.ref_sgd_step)
-✔ sgd_step matches the reference on 3 seeded case(s) and leaves its inputs unchanged.
+>>> ch05.mean_ci(ch05.ref_mean_ci)
+✔ mean_ci matches the reference on 3 seeded case(s).
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ def ref_sgd_step(params, grads, lr):
 
 def sgd_step(fn) -> None:
     """Check exercise 1: ``fn(params, grads, lr)`` -> ``{k: params[k] - lr * grads[k]}``; ``lr`` a number
-    or a dict (Meta-SGD). See the module docstring for an example."""
+    or a dict (Meta-SGD).
+
+    >>> sgd_step(ref_sgd_step)
+    ✔ sgd_step matches the reference on 3 seeded case(s) and leaves its inputs unchanged.
+    """
     p, g = _params(0), _params(1)
     lrs = {k: v.abs() * 0.1 for k, v in _params(2).items()}
     cases = [("a number lr=0.1", (p, g, 0.1), {}),

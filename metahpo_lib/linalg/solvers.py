@@ -247,8 +247,9 @@ def _diverging(res: list[float], window: int = 3) -> bool:
 def _divergence_message(name: str, res: list[float], k: int, step: float) -> str:
     if not math.isfinite(res[-1]):
         return f"{name}: the iteration produced NaN or inf at iteration {k} (step={step:.3g} too large?)"
+    what = "terms" if name == "neumann" else "iterations"
     return (f"{name}: the residual is growing (||b - H x|| = {res[-4]:.3g} -> {res[-1]:.3g} over the last 3 "
-            f"iterations, started at {res[0]:.3g}): step={step:.3g} is too large for convergence (it needs "
+            f"{what}, started at {res[0]:.3g}): step={step:.3g} is too large for convergence (it needs "
             "step < 2 / lambda_max(H); try step=None to estimate it) or H is not positive definite")
 
 
@@ -271,7 +272,12 @@ def fixed_point(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 1000, t
     >>> r.x, r.iters
     (tensor([0.5000, 0.5000]), 20)
     """
-    momentum = V.unit_interval(momentum, "momentum")
+    return _richardson("fixed_point", matvec, b, iters, tol, step, V.unit_interval(momentum, "momentum"), x0,
+                       on_failure)
+
+
+def _richardson(name, matvec, b, iters, tol, step, momentum, x0, on_failure) -> SolveResult:
+    """x <- x + step (b - H x) + momentum (x - x_prev), shared by :func:`fixed_point` and :func:`neumann`."""
     A, fl, bf, x, r = _setup(matvec, b, iters, tol, on_failure, x0)
     step = _step_size(step, matvec, b)
     b_norm, r_norm = torch.stack([bf.norm(), r.norm()]).tolist()
@@ -284,7 +290,7 @@ def fixed_point(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 1000, t
         k += 1
         out.residuals.append(float(r_new.norm()))
         if _diverging(out.residuals):
-            _fail(out, _divergence_message("fixed_point", out.residuals, k, step), on_failure)
+            _fail(out, _divergence_message(name, out.residuals, k, step), on_failure)
             break
         x_prev, x, r = x, x_new, r_new
     out.x = fl.tree(x)
@@ -304,7 +310,7 @@ def neumann(matvec: Callable[[Tree], Tree], b: Tree, *, iters: int = 1000, tol: 
     >>> linalg.neumann(lambda x: 2 * x, torch.ones(2), step=0.25, tol=1e-6).x
     tensor([0.5000, 0.5000])
     """
-    return fixed_point(matvec, b, iters=iters, tol=tol, step=step, on_failure=on_failure)
+    return _richardson("neumann", matvec, b, iters, tol, step, 0.0, None, on_failure)
 
 
 def max_eigenvalue(matvec: Callable[[Tree], Tree], like: Tree, *, iters: int = 30, seed: int | torch.Generator = 0

@@ -35,10 +35,10 @@ Names: ``lr`` is the inner step size, ``meta_lr`` the outer one, ``steps`` the i
 ([0, 1], 'mse')
 """
 
-from .base import LOSSES, MetaLearner, check_model
+from .base import LOSSES, MetaLearner, check_learner, check_model
 from .evaluation import Evaluation, evaluate
 from .learners import ANIL, IMAML, MAML, MetaSGD, Pretrained, Reptile
 from .training import LossCurve, meta_train
 
 __all__ = ["MetaLearner", "MAML", "MetaSGD", "ANIL", "Reptile", "IMAML", "Pretrained", "meta_train", "LossCurve",
-           "evaluate", "Evaluation", "check_model", "LOSSES"]
+           "evaluate", "Evaluation", "check_model", "check_learner", "LOSSES"]

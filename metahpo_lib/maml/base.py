@@ -24,7 +24,7 @@ from .. import _validate as V
 from .. import inner
 from ..tasks import TaskBatch, check_batch
 
-__all__ = ["MetaLearner", "check_model", "LOSSES"]
+__all__ = ["MetaLearner", "check_model", "check_learner", "LOSSES"]
 
 Params = dict[str, torch.Tensor]
 
@@ -79,6 +79,19 @@ def check_model(model) -> nn.Module:
     return model
 
 
+def check_learner(learner) -> "MetaLearner":
+    """Return ``learner`` if it is a :class:`MetaLearner`, else raise ``TypeError`` (notebook 05).
+
+    >>> check_learner("MAML")
+    Traceback (most recent call last):
+    ...
+    TypeError: learner must be a maml.MetaLearner such as maml.MAML(model), got str
+    """
+    if not isinstance(learner, MetaLearner):
+        raise TypeError(f"learner must be a maml.MetaLearner such as maml.MAML(model), got {type(learner).__name__}")
+    return learner
+
+
 def _expand(params: Params, tasks: int) -> Params:
     """Give every tensor a leading task dimension (a broadcast view: gradients sum over tasks)."""
     return {k: v.expand(tasks, *v.shape) for k, v in params.items()}
@@ -109,7 +122,18 @@ class MetaLearner:
     - the attribute ``adapted_keys``: the parameters the inner loop changes (ANIL: the head).
 
     Device and dtype follow the meta-parameters (:meth:`to`); a batch on another device or
-    dtype is refused with a clear message. See :class:`metahpo_lib.maml.MAML` for an example.
+    dtype is refused with a clear message.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from metahpo_lib.maml import MetaLearner
+    >>> class Frozen(MetaLearner):      # a new learner: adapt only the bias of the last layer
+    ...     def __init__(self, model, **kw):
+    ...         super().__init__(model, **kw)
+    ...         self.adapted_keys = ["2.bias"]
+    >>> learner = Frozen(nn.Sequential(nn.Linear(1, 4), nn.Tanh(), nn.Linear(4, 1)), lr=0.1).to(dtype=torch.float64)
+    >>> learner.dtype, sorted(learner.meta_parameters())
+    (torch.float64, ['0.bias', '0.weight', '2.bias', '2.weight'])
     """
 
     name = "base"
@@ -192,7 +216,15 @@ class MetaLearner:
 
     def inner_path(self, meta: Params, x, y, steps: int, create_graph: bool = False) -> Iterator[Params]:
         """Yield the task-batched params after 0, 1, ..., ``steps`` inner steps on the support set
-        ``(x, y)`` from the meta-parameters ``meta`` (no input checks: :meth:`adapt` is the checked entry)."""
+        ``(x, y)`` from the meta-parameters ``meta`` (no input checks: :meth:`adapt` is the checked entry).
+
+        >>> from torch import nn
+        >>> from metahpo_lib.maml import MAML
+        >>> from metahpo_lib.tasks import Sinusoid
+        >>> learner, b = MAML(nn.Linear(1, 1)), Sinusoid().sample(3, 5, seed=0)
+        >>> len(list(learner.inner_path(learner.meta_parameters(), b.x_support, b.y_support, steps=4)))
+        5
+        """
         start, opt = self._inner_setup(meta)
         W = _expand(start, x.shape[0])
         W = W if create_graph else _fresh(W)
@@ -244,6 +276,15 @@ class MetaLearner:
         :class:`~metahpo_lib.tasks.TaskBatch`); ``steps``: default ``self.steps``. Returns params
         with a leading ``[tasks]`` dimension, detached unless ``create_graph`` (then
         differentiable w.r.t. ``params``).
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from metahpo_lib.maml import MAML
+        >>> from metahpo_lib.tasks import Sinusoid
+        >>> learner, b = MAML(nn.Linear(1, 1), lr=0.1), Sinusoid().sample(3, 5, seed=0)
+        >>> W = learner.adapt(None, b, steps=2)             # 3 tasks, 2 inner steps each
+        >>> W["weight"].shape, learner.predict(W, b.x_query).shape
+        (torch.Size([3, 1, 1]), torch.Size([3, 5, 1]))
         """
         steps = self.steps if steps is None else V.positive_int(steps, "steps", 0)
         if not isinstance(support, (tuple, list)) or len(support) not in (2, 4):
@@ -257,9 +298,27 @@ class MetaLearner:
 
     def meta_loss(self, batch, meta: Params | None = None) -> torch.Tensor:
         """Mean over tasks of the query loss after ``self.steps`` inner steps on the support set
-        (differentiable w.r.t. the meta-parameters, or ``meta`` keyed like them)."""
+        (differentiable w.r.t. the meta-parameters, or ``meta`` keyed like them).
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from metahpo_lib.maml import MAML
+        >>> from metahpo_lib.tasks import Sinusoid
+        >>> learner = MAML(nn.Linear(1, 1))
+        >>> learner.meta_loss(Sinusoid().sample(3, 5, seed=0)).requires_grad
+        True
+        """
         return self._outer_loss(self._checked_meta(meta), self.check_batch(batch))
 
     def meta_grad(self, batch, meta: Params | None = None) -> tuple[Params, torch.Tensor]:
-        """(meta-gradient keyed like :meth:`meta_parameters`, the meta-loss, detached) on ``batch``."""
+        """(meta-gradient keyed like :meth:`meta_parameters`, the meta-loss, detached) on ``batch``.
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from metahpo_lib.maml import MAML
+        >>> from metahpo_lib.tasks import Sinusoid
+        >>> grads, loss = MAML(nn.Linear(1, 1)).meta_grad(Sinusoid().sample(3, 5, seed=0))
+        >>> {k: tuple(g.shape) for k, g in grads.items()}, loss.requires_grad
+        ({'weight': (1, 1), 'bias': (1,)}, False)
+        """
         return self._outer_grad(self._checked_meta(meta), self.check_batch(batch))

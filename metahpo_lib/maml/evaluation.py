@@ -16,7 +16,7 @@ from torch.func import vmap
 from .. import _validate as V
 from ..stats import MeanCI, mean_ci
 from ..tasks import check_sampler
-from .base import MetaLearner, Params
+from .base import MetaLearner, Params, check_learner
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -113,6 +113,7 @@ def evaluate(learner: MetaLearner, sampler, *, shots: int = 10, query: int | Non
     """
     from tqdm.auto import tqdm
 
+    check_learner(learner)
     V.positive_int(tasks, "tasks", 2)
     V.positive_int(batch_size, "batch_size")
     V.positive_int(steps, "steps", 0)

@@ -6,7 +6,7 @@ one step of a ``torch.optim`` optimiser on the meta-parameters:
 .. math:: \theta \leftarrow \theta - \beta\, \widehat{\nabla}_\theta \frac1T \sum_i L_{Q_i}(\phi_i(\theta))
 
 (``meta_lr`` :math:`\beta`; with Adam the step is Adam's). The learner is separate from this
-loop: anything with ``meta_parameters()`` and ``meta_grad(batch)`` can be trained here.
+loop: any :class:`~metahpo_lib.maml.base.MetaLearner` is trained the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from .. import _validate as V
 from ..inner import DivergenceError
 from ..tasks import check_sampler
-from .base import MetaLearner
+from .base import MetaLearner, check_learner
 
 __all__ = ["LossCurve", "meta_train"]
 
@@ -97,6 +97,7 @@ def meta_train(learner: MetaLearner, sampler, *, iterations: int, meta_batch: in
     """
     from tqdm.auto import tqdm
 
+    check_learner(learner)
     V.positive_int(iterations, "iterations")
     V.positive_int(meta_batch, "meta_batch")
     check_sampler(sampler)
