@@ -40,7 +40,21 @@ _CHECK_CALL = re.compile(r"\bchecks\.")
 
 
 def strip_source(source: str, *, markdown: bool = False, where: str = "cell") -> str:
-    """The student version of one cell's source: solutions stubbed, hidden tests removed."""
+    r"""The student version of one cell's source: solutions stubbed, hidden tests removed (notebook 00,
+    "How the exercises work"). ``markdown`` cells get ``YOUR ANSWER HERE``; ``where`` names the cell
+    in errors.
+
+    >>> from metahpo_lib import exercises
+    >>> src = "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"
+    >>> print(exercises.strip_source(src))
+    def double(x):
+        # YOUR CODE HERE
+        raise NotImplementedError()
+    >>> exercises.strip_source("### BEGIN HIDDEN TESTS\nassert True", where="cell 3")
+    Traceback (most recent call last):
+        ...
+    ValueError: cell 3: missing '### END HIDDEN TESTS'
+    """
     out, skipping = [], None
     for line in source.splitlines():
         marker = line.strip()
@@ -66,7 +80,21 @@ def strip_source(source: str, *, markdown: bool = False, where: str = "cell") ->
 
 
 def content_hash(nb) -> str:
-    """A fingerprint of a notebook's cell types and sources (outputs ignored)."""
+    """A fingerprint of a notebook's cell types and sources (outputs ignored): 16 hex digits of SHA-256.
+
+    >>> import nbformat
+    >>> from metahpo_lib import exercises
+    >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    >>> h = exercises.content_hash(nb)
+    >>> len(h)
+    16
+    >>> nb.cells[0].execution_count = 7                     # running a cell does not change it
+    >>> exercises.content_hash(nb) == h
+    True
+    >>> nb.cells[0].source = "x = 2"                        # editing it does
+    >>> exercises.content_hash(nb) == h
+    False
+    """
     h = hashlib.sha256()
     for cell in nb.cells:
         h.update(cell.cell_type.encode() + b"\0" + cell.source.encode() + b"\0")
@@ -74,7 +102,22 @@ def content_hash(nb) -> str:
 
 
 def student_notebook(solution, name: str = "notebook"):
-    """The exercise notebook for a solution notebook: stubbed, hidden tests removed, outputs cleared."""
+    r"""The exercise notebook for a solution notebook: stubbed, hidden tests removed, outputs cleared,
+    with a generation record in ``metadata["metahpo"]`` (see :func:`learner_edited`).
+
+    >>> import nbformat
+    >>> from metahpo_lib import exercises
+    >>> v4 = nbformat.v4
+    >>> solution = v4.new_notebook(cells=[
+    ...     v4.new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+    ...     v4.new_code_cell("assert double(2) == 4\n"
+    ...                      "### BEGIN HIDDEN TESTS\nassert double(-1) == -2\n### END HIDDEN TESTS")])
+    >>> nb = exercises.student_notebook(solution, "01_demo.ipynb")
+    >>> print(nb.cells[1].source)
+    assert double(2) == 4
+    >>> nb.metadata["metahpo"]["generated_from"]
+    'solutions/01_demo.ipynb'
+    """
     nb = copy.deepcopy(solution)
     for i, cell in enumerate(nb.cells):
         where = f"{name}, cell {i}"
@@ -89,15 +132,51 @@ def student_notebook(solution, name: str = "notebook"):
 
 def learner_edited(nb) -> bool:
     """True when a generated exercise notebook's sources differ from what was generated
-    (or when it carries no generation record, so its origin is unknown)."""
+    (or when it carries no generation record, so its origin is unknown).
+
+    >>> import nbformat
+    >>> from metahpo_lib import exercises
+    >>> nb = exercises.student_notebook(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]))
+    >>> exercises.learner_edited(nb)
+    False
+    >>> nb.cells[0].source = "x = 2"
+    >>> exercises.learner_edited(nb), exercises.learner_edited(nbformat.v4.new_notebook())
+    (True, True)
+    """
     recorded = nb.metadata.get("metahpo", {}).get("source_hash")
     return recorded is None or recorded != content_hash(nb)
 
 
 def generate(solutions_dir="solutions", exercises_dir="exercises", *, force: bool = False,
              check: bool = False, log=print) -> bool:
-    """Write ``exercises/`` from ``solutions/``. With ``check``, write nothing and return
-    False when any exercise notebook is missing or out of step. Returns True otherwise."""
+    r"""Write ``exercises/`` from ``solutions/``. With ``check``, write nothing and return
+    False when any exercise notebook is missing or out of step. Returns True otherwise.
+    Notebooks a learner changed are kept unless ``force`` (then backed up); ``log`` gets one
+    line per notebook.
+
+    >>> import nbformat
+    >>> from metahpo_lib import exercises
+    >>> v4 = nbformat.v4
+    >>> solution = v4.new_notebook(cells=[
+    ...     v4.new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+    ...     v4.new_code_cell("assert double(2) == 4\n"
+    ...                      "### BEGIN HIDDEN TESTS\nassert double(-1) == -2\n### END HIDDEN TESTS")])
+    >>> import tempfile, pathlib
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> root = pathlib.Path(tmp.name)
+    >>> (root / "solutions").mkdir()
+    >>> nbformat.write(solution, root / "solutions" / "01_demo.ipynb")
+    >>> exercises.generate(root / "solutions", root / "exercises", check=True)
+    MISSING  ...01_demo.ipynb  (run: metahpo-exercises generate)
+    False
+    >>> exercises.generate(root / "solutions", root / "exercises")
+    written      ...01_demo.ipynb
+    True
+    >>> exercises.generate(root / "solutions", root / "exercises", check=True)
+    up to date   ...01_demo.ipynb
+    True
+    >>> tmp.cleanup()
+    """
     src, dst = Path(solutions_dir), Path(exercises_dir)
     if not src.is_dir():
         raise ValueError(f"solutions_dir {str(src)!r} is not a directory")
@@ -134,7 +213,13 @@ def generate(solutions_dir="solutions", exercises_dir="exercises", *, force: boo
 
 @dataclass
 class Exercise:
-    """One exercise of a solution notebook: its cell and the cells that test it."""
+    """One exercise of a solution notebook: its name, its cell's id and the ids of the cells that test
+    it (see :func:`exercises_of`).
+
+    >>> from metahpo_lib import exercises
+    >>> exercises.Exercise("double", "cell-1", ["cell-2"])
+    Exercise(name='double', cell_id='cell-1', test_ids=['cell-2'])
+    """
 
     name: str
     cell_id: str
@@ -142,7 +227,19 @@ class Exercise:
 
 
 def exercises_of(solution) -> list[Exercise]:
-    """The exercises of a solution notebook, in order."""
+    r"""The exercises of a solution notebook, in order: each code cell with a solution block, named after
+    its first ``def``, with the following code cells that call ``checks.`` or hold hidden tests.
+
+    >>> import nbformat
+    >>> from metahpo_lib import exercises
+    >>> v4 = nbformat.v4
+    >>> solution = v4.new_notebook(cells=[
+    ...     v4.new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+    ...     v4.new_code_cell("assert double(2) == 4\n"
+    ...                      "### BEGIN HIDDEN TESTS\nassert double(-1) == -2\n### END HIDDEN TESTS")])
+    >>> [(e.name, len(e.test_ids)) for e in exercises.exercises_of(solution)]
+    [('double', 1)]
+    """
     found: list[Exercise] = []
     for cell in solution.cells:
         if cell.cell_type != "code":
@@ -156,11 +253,32 @@ def exercises_of(solution) -> list[Exercise]:
 
 
 def cell_errors(cell) -> list[tuple[str, str]]:
+    """The ``(ename, evalue)`` of each error output of an executed code cell.
+
+    >>> import nbformat
+    >>> from metahpo_lib import exercises
+    >>> cell = nbformat.v4.new_code_cell("1 / 0")
+    >>> cell.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero",
+    ...                                        traceback=[])]
+    >>> exercises.cell_errors(cell)
+    [('ZeroDivisionError', 'division by zero')]
+    """
     return [(o.get("ename", ""), o.get("evalue", "")) for o in cell.get("outputs", []) if o.output_type == "error"]
 
 
 def execute(nb, cwd, timeout: int = 600):
-    """Run every cell of ``nb`` in a fresh kernel, going on after errors; returns the run copy."""
+    r"""Run every cell of ``nb`` in a fresh kernel (working directory ``cwd``), going on after errors;
+    returns the run copy. Starting the kernel takes about a second.
+
+    >>> import nbformat, tempfile
+    >>> from metahpo_lib import exercises
+    >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)"),
+    ...                                      nbformat.v4.new_code_cell("1 / 0")])
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     ran = exercises.execute(nb, tmp, timeout=60)
+    >>> ran.cells[0].outputs[0].text, exercises.cell_errors(ran.cells[1])
+    ('42\n', [('ZeroDivisionError', 'division by zero')])
+    """
     from nbclient import NotebookClient
 
     nb = copy.deepcopy(nb)
@@ -170,8 +288,28 @@ def execute(nb, cwd, timeout: int = 600):
 
 
 def grade(notebook, solutions_dir=None, *, timeout: int = 600) -> list[tuple[str, str, str]]:
-    """Execute a learner's exercise notebook with the hidden tests put back and return
-    ``(exercise, status, detail)`` rows, status one of passed / failed / not attempted."""
+    r"""Execute a learner's exercise notebook with the hidden tests put back and return
+    ``(exercise, status, detail)`` rows, status one of passed / failed / not attempted.
+    ``solutions_dir`` defaults to ``../solutions`` next to the notebook's folder.
+
+    >>> import nbformat
+    >>> from metahpo_lib import exercises
+    >>> v4 = nbformat.v4
+    >>> solution = v4.new_notebook(cells=[
+    ...     v4.new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+    ...     v4.new_code_cell("assert double(2) == 4\n"
+    ...                      "### BEGIN HIDDEN TESTS\nassert double(-1) == -2\n### END HIDDEN TESTS")])
+    >>> import tempfile, pathlib
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> root = pathlib.Path(tmp.name)
+    >>> (root / "solutions").mkdir()
+    >>> nbformat.write(solution, root / "solutions" / "01_demo.ipynb")
+    >>> exercises.generate(root / "solutions", root / "exercises", log=lambda line: None)
+    True
+    >>> exercises.grade(root / "exercises" / "01_demo.ipynb", timeout=60)   # runs it: about a second
+    [('double', 'not attempted', 'still raises NotImplementedError')]
+    >>> tmp.cleanup()
+    """
     path = Path(notebook)
     if not path.is_file():
         raise ValueError(f"notebook {str(path)!r} does not exist")
@@ -208,6 +346,16 @@ def grade(notebook, solutions_dir=None, *, timeout: int = 600) -> list[tuple[str
 
 
 def print_grades(rows) -> None:
+    """Print the rows of :func:`grade` as a table, then how many exercises passed.
+
+    >>> from metahpo_lib import exercises
+    >>> exercises.print_grades([("ridge_closed_form", "passed", ""),
+    ...                         ("validation_curve", "not attempted", "still raises NotImplementedError")])
+    ridge_closed_form  passed
+    validation_curve   not attempted  still raises NotImplementedError
+    <BLANKLINE>
+    1/2 exercises passed
+    """
     width = max([len(r[0]) for r in rows] + [8])
     for name, status, detail in rows:
         print(f"{name:<{width}}  {status:<13}  {detail}")
@@ -216,6 +364,15 @@ def print_grades(rows) -> None:
 
 
 def main(argv=None) -> int:
+    """The ``metahpo-exercises`` command line (``generate [--check] [--force]``, ``grade NOTEBOOK``);
+    returns the exit status: 0 all well, 1 out of step or not all passed, 2 a missing notebook or folder.
+
+    >>> import tempfile
+    >>> from metahpo_lib import exercises
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     exercises.main(["grade", f"{tmp}/missing.ipynb"])       # the error goes to stderr
+    2
+    """
     parser = argparse.ArgumentParser(prog="metahpo-exercises", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="write exercises/ from solutions/")
