@@ -6,6 +6,12 @@
     python benchmarks/meta_hpo.py part2     # ~25 min on a busy 2-core machine (the GP sampler dominates)
     python benchmarks/meta_hpo.py tables    # print the tables of the saved results
     python benchmarks/meta_hpo.py all
+    python benchmarks/meta_hpo.py all --quick   # a smoke run in seconds (tiny sizes; saves nothing)
+
+Every method runs through the registry ``metahpo_lib.hpo.run_method`` (part 1 via
+``meta.run_methods``, part 2 via ``hpo.leave_one_dataset_out``): "random" is
+``hpo.random_search``, "tpe" and "gp" Optuna's samplers, "hgd" per-task hypergradient descent;
+"shared", "predictor" and "portfolio" are zero-shot starts, "X+method" a method warm-started by X.
 
 Protocol (fixed before any run; not tuned on the held-out tasks):
 
@@ -13,7 +19,8 @@ part 1: 120 meta-train tasks (sources synthetic, breast_cancer, digits), 24 meta
 specifications (diabetes, wine) x 3 seeds (the seed re-draws the task's data and seeds the
 search), and 8 out-of-distribution specifications ("ill_conditioned": truth isotropic in the
 raw feature scale, scale spread 2-3, beyond the training range 0-1.5) x 3 seeds. Predictor:
-linear, 300 Adam steps, batches of 8 tasks, weight decay 1e-2; shared setting: 200 steps.
+linear, 300 Adam iterations (meta_lr 0.05), batches of 8 tasks, weight decay 1e-2; shared
+setting: 200 iterations.
 Regret = validation loss of the incumbent - per-task best validation loss of a dense 81 x 41
 grid refined by hypergradient descent; test regret = test loss of the incumbent - best test
 loss on the same grid. Mean with 95% t-interval over (task, seed) pairs. The "floor" is the
@@ -98,56 +105,79 @@ BUDGETS = (1, 5, 10, 25, 50)
 P2_BUDGETS = (5, 10, 25, 50)
 
 
-def _summ(arr):
-    """arr (runs, budget) -> {"mean": [...], "lo": [...], "hi": [...]} per budget (NaN-safe)."""
-    from metahpo_lib.hpo.optuna_tools import mean_ci
+def _ci(values) -> dict:
+    """{"mean", "lo", "hi"}: the Student-t 95% interval of stats.mean_ci (NaN below 2 values)."""
+    from metahpo_lib.stats import mean_ci
 
+    if len(values) < 2:
+        return {"mean": float(np.mean(values)) if len(values) else np.nan, "lo": np.nan, "hi": np.nan}
+    ci = mean_ci(values)
+    return {"mean": ci.mean, "lo": ci.low, "hi": ci.high}
+
+
+def _summ(arr):
+    """arr (runs, budget) -> {"mean": [...], "lo": [...], "hi": [...]} per budget (NaN entries skipped)."""
     out = {"mean": [], "lo": [], "hi": []}
     for j in range(arr.shape[1]):
         col = arr[:, j]
-        col = col[np.isfinite(col)]
-        m, lo, hi = mean_ci(col) if col.size else (np.nan, np.nan, np.nan)
-        out["mean"].append(m), out["lo"].append(lo), out["hi"].append(hi)
+        for k, v in _ci(col[np.isfinite(col)]).items():
+            out[k].append(v)
     return out
 
 
-def part1(seeds=(0, 1, 2), n_train=120, n_test=24, n_ood=8, budget=50):
+def _meta_train(n_train):
+    from metahpo_lib import meta
+
+    train = meta.make_tasks(meta.sample_specs(meta.META_TRAIN_SOURCES, n_train, seed=0))
+    shared = meta.meta_train(train, kind="shared", iterations=200, seed=0)
+    pred = meta.meta_train(train, kind="predictor", iterations=300, seed=0)
+    out = {"shared": dict(zip(meta.HPARAM_KEYS, shared.weights["b"].tolist())),
+           "predictor_bias": dict(zip(meta.HPARAM_KEYS, pred.weights["b"].tolist())),
+           "predictor_W": pred.weights["W"].tolist(), "meta_features": list(meta.META_FEATURES),
+           "meta_train_loss": {"predictor": list(pred.losses), "shared": list(shared.losses)}}
+    return shared, pred, out
+
+
+def _one_run(task, shared, pred, budget, seed, val, test):
+    """Every method on one task; append its regret curves to val / test; return the noise floor."""
     import torch
 
     from metahpo_lib import meta
-    from metahpo_lib.hpo.optuna_tools import mean_ci
+
+    a = torch.linspace(meta.SPACE["log_alpha"].low, meta.SPACE["log_alpha"].high, 81, dtype=torch.float64)
+    b = torch.linspace(meta.SPACE["scale_power"].low, meta.SPACE["scale_power"].high, 41, dtype=torch.float64)
+    ref_v, ref_cfg = meta.dense_best(task)
+    Lv, Lt = task.loss_grid(a, b).flatten(), task.loss_grid(a, b, "test").flatten()
+    ref_t, k_t = float(Lt.min()), int(Lt.argmin())
+    res = meta.run_methods(task, predictor=pred, shared=shared, budget=budget, seed=seed)
+    best_seen = min([ref_v] + [float(np.nanmin(v)) for v, _ in res.values()])
+    for m, (v, t) in res.items():
+        val.setdefault(m, []).append(v - best_seen)
+        test.setdefault(m, []).append(t - ref_t)
+    return float(Lv[k_t]) - best_seen, ref_cfg  # val regret of the test-optimal grid point
+
+
+def part1(seeds=(0, 1, 2), n_train=120, n_test=24, n_ood=8, budget=50, save=True):
+    import torch
+
+    from metahpo_lib import meta
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    train = meta.make_tasks(meta.sample_specs(meta.META_TRAIN_SOURCES, n_train, seed=0))
-    shared = meta.meta_train(train, kind="shared", steps=200, seed=0)
-    pred = meta.meta_train(train, kind="predictor", steps=300, seed=0)
+    shared, pred, out = _meta_train(n_train)
+    out |= {"budgets": [b for b in BUDGETS if b <= budget], "seeds": list(seeds), "groups": {}}
     groups = {
         "meta-test": meta.sample_specs(meta.META_TEST_SOURCES, n_test, seed=1),
         "out-of-distribution": meta.sample_specs(meta.OUT_OF_DISTRIBUTION_SOURCES, n_ood, seed=2,
                                                  spread_range=(2.0, 3.0)),
     }
-    a = torch.linspace(meta.SPACE["log_alpha"].low, meta.SPACE["log_alpha"].high, 81, dtype=torch.float64)
-    b = torch.linspace(meta.SPACE["scale_power"].low, meta.SPACE["scale_power"].high, 41, dtype=torch.float64)
-    out = {"shared": {k: float(v) for k, v in zip(meta.HPARAM_KEYS, shared.weights["b"])},
-           "predictor_bias": {k: float(v) for k, v in zip(meta.HPARAM_KEYS, pred.weights["b"])},
-           "predictor_W": pred.weights["W"].tolist(), "meta_features": list(meta.META_FEATURES),
-           "meta_train_loss": {"predictor": list(pred.losses), "shared": list(shared.losses)},
-           "budgets": list(BUDGETS), "seeds": list(seeds), "groups": {}}
     for gname, specs in groups.items():
         val, test, examples, floor = {}, {}, [], []
         for spec in specs:
             for seed in seeds:
                 task = meta.make_task(replace(spec, seed=spec.seed + 7919 * seed))
-                ref_v, ref_cfg = meta.dense_best(task)
-                Lv, Lt = task.loss_grid(a, b).flatten(), task.loss_grid(a, b, "test").flatten()
-                ref_t, k_t = float(Lt.min()), int(Lt.argmin())
-                res = meta.run_methods(task, predictor=pred, shared=shared, budget=budget, seed=seed)
-                best_seen = min([ref_v] + [float(np.nanmin(v)) for v, _ in res.values()])
-                floor.append(float(Lv[k_t]) - best_seen)  # val regret of the test-optimal grid point
-                for m, (v, t) in res.items():
-                    val.setdefault(m, []).append(v - best_seen)
-                    test.setdefault(m, []).append(t - ref_t)
+                f, ref_cfg = _one_run(task, shared, pred, budget, seed, val, test)
+                floor.append(f)
                 if seed == seeds[0]:
                     examples.append({"task": task.name, "best": ref_cfg, "predicted": pred.config(task),
                                      "shared": shared.config(task)})
@@ -156,12 +186,17 @@ def part1(seeds=(0, 1, 2), n_train=120, n_test=24, n_ood=8, budget=50):
             "val_regret": {m: _summ(np.stack(v)) for m, v in val.items()},
             "test_regret": {m: _summ(np.stack(v)) for m, v in test.items()},
             "examples": examples,
-            "noise_floor": dict(zip(("mean", "lo", "hi"), mean_ci(floor))),
+            "noise_floor": _ci(floor),
         }
     out["seconds"] = time.perf_counter() - t0
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "meta_hpo_part1.json").write_text(json.dumps(out, indent=1))
+    if save:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "meta_hpo_part1.json").write_text(json.dumps(out, indent=1))
     return out
+
+
+def _cell(mu, lo, hi, digits):
+    return f"{mu:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(mu) else "-"
 
 
 def table1(out) -> str:
@@ -172,10 +207,7 @@ def table1(out) -> str:
                          "mean [95% CI] at budget")
             lines.append(f"  {'method':14s}" + "".join(f"{b:>25d}" for b in out["budgets"]))
             for m, s in g[key].items():
-                cells = []
-                for b in out["budgets"]:
-                    mu, lo, hi = s["mean"][b - 1], s["lo"][b - 1], s["hi"][b - 1]
-                    cells.append(f"{mu:.4f} [{lo:.4f}, {hi:.4f}]" if np.isfinite(mu) else "-")
+                cells = [_cell(s["mean"][b - 1], s["lo"][b - 1], s["hi"][b - 1], 4) for b in out["budgets"]]
                 lines.append(f"  {m:14s}" + "".join(f"{c:>25s}" for c in cells))
             if key == "val_regret" and "noise_floor" in g:
                 f = g["noise_floor"]
@@ -184,20 +216,22 @@ def table1(out) -> str:
     return "\n".join(lines)
 
 
-def part2(seeds=tuple(range(10)), budget=50, progress=True):
-    from metahpo_lib.hpo.optuna_tools import average_ranks, leave_one_dataset_out
+def part2(seeds=tuple(range(10)), budget=50, progress=True, datasets=None, save=True):
+    from metahpo_lib.hpo import average_ranks, leave_one_dataset_out
 
     t0 = time.perf_counter()
-    r = leave_one_dataset_out("hpobench", budget=budget, seeds=seeds, progress=progress)
+    r = leave_one_dataset_out("hpobench", datasets, budget=budget, seeds=seeds, progress=progress)
     curves = r["curves"]
+    at = [b for b in P2_BUDGETS if b <= budget]
     out = {"datasets": r["datasets"], "seeds": list(seeds), "budget": budget, "warm_start_size": r["warm_start_size"],
            "regret": {m: _summ(c.reshape(-1, budget)) for m, c in curves.items()},
-           "ranks": average_ranks(curves, at=P2_BUDGETS), "rank_budgets": list(P2_BUDGETS),
-           "per_dataset_at_10": {m: c[:, :, 9].mean(1).tolist() for m, c in curves.items()},
+           "ranks": average_ranks(curves, at=at), "rank_budgets": at,
+           "per_dataset_at_10": {m: c[:, :, min(9, budget - 1)].mean(1).tolist() for m, c in curves.items()},
            "portfolio_head": {d: p[:5] for d, p in r["portfolios"].items()},
            "seconds": time.perf_counter() - t0}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "meta_hpo_part2.json").write_text(json.dumps(out, indent=1))
+    if save:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "meta_hpo_part2.json").write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -207,7 +241,7 @@ def table2(out) -> str:
              f"{len(out['seeds'])} seeds: normalised regret, mean [95% CI] at budget"]
     lines.append(f"  {'method':14s}" + "".join(f"{b:>27d}" for b in bs))
     for m, s in out["regret"].items():
-        cells = [f"{s['mean'][b - 1]:.5f} [{s['lo'][b - 1]:.5f}, {s['hi'][b - 1]:.5f}]" for b in bs]
+        cells = [_cell(s["mean"][b - 1], s["lo"][b - 1], s["hi"][b - 1], 5) for b in bs]
         lines.append(f"  {m:14s}" + "".join(f"{c:>27s}" for c in cells))
     lines.append("  average rank (1 = best) at budget")
     lines.append(f"  {'method':14s}" + "".join(f"{b:>8d}" for b in bs))
@@ -219,11 +253,14 @@ def table2(out) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("part", choices=["part1", "part2", "all", "tables"])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, prints the tables, saves nothing")
     a = p.parse_args(argv)
+    q1 = dict(seeds=(0,), n_train=8, n_test=2, n_ood=1, budget=10, save=False) if a.quick else {}
+    q2 = dict(seeds=(0, 1), budget=10, datasets=["car", "kc1", "vehicle"], save=False) if a.quick else {}
     if a.part in ("part1", "all"):
-        print(table1(part1()))
+        print(table1(part1(**q1)))
     if a.part in ("part2", "all"):
-        print(table2(part2()))
+        print(table2(part2(**q2)))
     if a.part == "tables":
         for f, t in (("meta_hpo_part1.json", table1), ("meta_hpo_part2.json", table2)):
             if (RESULTS / f).exists():

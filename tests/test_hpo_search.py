@@ -250,3 +250,8 @@ def test_registry_bad_input():
         hpo.run_method("random", _quadratic(), 3, seed="0")
     with pytest.raises(TypeError, match="objective must be callable"):
         hpo.SearchProblem(None, SPACE)
+
+
+def test_starts_must_be_configurations_of_the_space():
+    with pytest.raises(ValueError, match=r"starts\['p'\] must hold configurations"):
+        hpo.run_method("p+random", _quadratic(), 3, starts={"p": [{"x": 0.0}]})

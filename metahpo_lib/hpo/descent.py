@@ -67,7 +67,8 @@ def _checked_step(value, grads, start: dict, k: int):
     if not isinstance(grads, Mapping) or set(grads) != set(start):
         raise ValueError(f"value_and_grad must return (value, grads) with grads keyed {sorted(start)}, "
                          f"got {type(grads).__name__} {sorted(grads) if isinstance(grads, Mapping) else ''}")
-    grads = {key: torch.as_tensor(g, dtype=start[key].dtype, device=start[key].device) for key, g in grads.items()}
+    grads = {key: torch.as_tensor(g, dtype=start[key].dtype, device=start[key].device).detach()
+             for key, g in grads.items()}
     value = float(value)
     if not math.isfinite(value) or not all(bool(torch.isfinite(g).all()) for g in grads.values()):
         raise ValueError(f"descend diverged at iteration {k}: value {value}, or a gradient is not finite; "

@@ -157,6 +157,9 @@ def run_method(method: str, problem, budget: int, *, seed=0, starts: Mapping | N
     V.positive_int(budget, "budget")
     V.generator(seed)
     warm = [] if start is None else list(starts[start])
+    for cfg in warm:
+        if not isinstance(cfg, Mapping) or set(cfg) != set(problem.space):
+            raise ValueError(f"starts[{start!r}] must hold configurations with keys {sorted(problem.space)}, got {cfg!r}")
     if search != "zero_shot" and warm_start_size is not None:
         warm = warm[:V.positive_int(warm_start_size, "warm_start_size")]
     return METHODS[search](problem, budget, seed=seed, warm_start=warm)
