@@ -2,8 +2,8 @@
 (HPOBench MLP tables, leave-one-data-set-out). Writes the JSON files that
 ``notebooks/06_meta_learning_hpo.ipynb`` loads, and prints the tables below.
 
-    python benchmarks/meta_hpo.py part1     # ~3 min on 1 core
-    python benchmarks/meta_hpo.py part2     # ~25 min on a busy 2-core machine (the GP sampler dominates)
+    python benchmarks/meta_hpo.py part1     # ~1.5 min on 1 core
+    python benchmarks/meta_hpo.py part2     # ~10 min on a busy 2-core machine (the GP sampler dominates)
     python benchmarks/meta_hpo.py tables    # print the tables of the saved results
     python benchmarks/meta_hpo.py all
     python benchmarks/meta_hpo.py all --quick   # a smoke run in seconds (tiny sizes; saves nothing)
@@ -33,7 +33,7 @@ by the normalised regret of its mean validation error; portfolio learned on the 
 data sets; warm start = first 5 portfolio members. Mean with 95% t-interval over
 (data set, seed) pairs; ranks averaged over (data set, seed).
 
-Latest results (CPU, 1 thread, shared 2-core machine; part 1 took 65 s, part 2 about 24 min):
+Latest results (CPU, 1 thread, shared 2-core machine; part 1 took 83 s, part 2 about 9 min):
 
     part 1, meta-test (72 task x seed runs): val regret, mean [95% CI] at budget
       method                                1                        5                       10                       25                       50
@@ -76,18 +76,18 @@ Latest results (CPU, 1 thread, shared 2-core machine; part 1 took 65 s, part 2 a
 
     part 2, HPOBench MLP, leave-one-data-set-out, 8 data sets x 10 seeds: normalised regret, mean [95% CI] at budget
       method                                  5                         10                         25                         50
-      random         0.08868 [0.06082, 0.11655] 0.06798 [0.04879, 0.08716] 0.05604 [0.03912, 0.07295] 0.05066 [0.03485, 0.06646]
+      random         0.08745 [0.06272, 0.11217] 0.07157 [0.04997, 0.09317] 0.05325 [0.03662, 0.06988] 0.04846 [0.03546, 0.06146]
       tpe            0.08868 [0.06082, 0.11655] 0.06798 [0.04879, 0.08716] 0.03800 [0.02805, 0.04795] 0.03135 [0.02375, 0.03894]
       gp             0.08868 [0.06082, 0.11655] 0.06798 [0.04879, 0.08716] 0.04093 [0.03000, 0.05186] 0.03334 [0.02500, 0.04167]
       portfolio      0.03007 [0.02121, 0.03893] 0.02940 [0.02005, 0.03875] 0.02778 [0.02101, 0.03455] 0.02633 [0.01988, 0.03279]
       portfolio+tpe  0.03007 [0.02121, 0.03893] 0.03137 [0.02237, 0.04037] 0.02979 [0.02091, 0.03867] 0.02885 [0.02055, 0.03715]
       average rank (1 = best) at budget
       method               5      10      25      50
-      random            3.74    3.67    3.91    3.83
-      tpe               3.74    3.67    2.99    2.99
-      gp                3.74    3.67    3.36    3.10
-      portfolio         1.89    1.90    2.26    2.51
-      portfolio+tpe     1.89    2.08    2.49    2.57
+      random            3.62    3.50    3.74    4.12
+      tpe               3.75    3.71    3.04    2.96
+      gp                3.75    3.71    3.40    3.04
+      portfolio         1.94    1.95    2.31    2.39
+      portfolio+tpe     1.94    2.12    2.52    2.49
 """
 
 from __future__ import annotations

@@ -67,9 +67,9 @@ def _optimizer(optimizer, meta_lr, leaves: list[torch.Tensor]) -> torch.optim.Op
 
 
 def _diverged(learner: MetaLearner, it: int, loss: torch.Tensor, meta_lr) -> DivergenceError:
-    what = f"meta-loss became {float(loss)}" if not bool(torch.isfinite(loss)) else "meta-gradient became NaN or inf"
     return DivergenceError(
-        f"meta_train: the {what} at iteration {it} ({learner.name}): the inner or outer steps diverge. Try a smaller lr (inner step size, now {learner.lr:g}) or a smaller meta_lr "
+        f"meta_train: the meta-loss became {float(loss)} at iteration {it} ({learner.name}): the inner or outer "
+        f"steps diverge. Try a smaller lr (inner step size, now {learner.lr:g}) or a smaller meta_lr "
         f"(outer step size, now {1e-3 if meta_lr is None else meta_lr:g}), or fewer inner steps (now {learner.steps})")
 
 
@@ -81,9 +81,9 @@ def meta_train(learner: MetaLearner, sampler, *, iterations: int, meta_batch: in
     Each iteration draws ``meta_batch`` tasks (``sampler.sample(meta_batch, shots, query, seed=g)``
     with one generator ``g`` from ``seed``), computes ``learner.meta_grad`` and takes a step of
     ``optimizer``: ``"adam"`` or ``"sgd"`` at ``meta_lr`` (default 1e-3), or a function
-    ``list_of_tensors -> torch.optim.Optimizer`` (then leave ``meta_lr`` out). A meta-loss or
-    meta-gradient that becomes NaN or inf raises :class:`metahpo_lib.inner.DivergenceError`
-    naming the iteration (the meta-parameters are left as they were before that step). Notebook 05.
+    ``list_of_tensors -> torch.optim.Optimizer`` (then leave ``meta_lr`` out). The first
+    iteration whose meta-loss is NaN or inf raises :class:`metahpo_lib.inner.DivergenceError`
+    naming it (before its optimiser step). Notebook 05.
 
     >>> import torch
     >>> from torch import nn
@@ -110,7 +110,7 @@ def meta_train(learner: MetaLearner, sampler, *, iterations: int, meta_batch: in
     for it in bar:
         batch = sampler.sample(meta_batch, shots, query, seed=g)
         grads, loss = learner.meta_grad(batch)
-        if not bool(torch.stack([loss.isfinite(), *(g.isfinite().all() for g in grads.values())]).all()):
+        if not bool(torch.isfinite(loss)):
             raise _diverged(learner, it, loss, meta_lr)
         for k, p in leaves.items():
             p.grad = grads[k]
