@@ -43,9 +43,9 @@ def _check_lr(lr):
     """A learning rate given as a number, a tensor, a dict of tensors or an hparams key."""
     if isinstance(lr, str):
         return lr
-    if isinstance(lr, Mapping):
+    if isinstance(lr, Mapping):  # per-entry rates (Meta-SGD builds one per step: no device sync here)
         for k, v in lr.items():
-            V.tensor(v, f"lr[{k!r}]")
+            V.tensor(v, f"lr[{k!r}]", finite=False)
         return dict(lr)
     if isinstance(lr, torch.Tensor):
         V.tensor(lr, "lr", ndim=(0, 1))
