@@ -1,4 +1,4 @@
-"""MAML benchmarks (notebook 05): sinusoid reproduction and meta-step speed.
+"""MAML benchmarks (notebook 06): sinusoid reproduction and meta-step speed.
 
 Run from the repository root::
 
@@ -13,7 +13,7 @@ post-adaptation MSE (one step) with 95% confidence interval (Student t, ``stats.
 table below was computed with the normal 1.96 before the second edition, a 0.2% narrower
 interval at 600 tasks) over 600 test tasks (100 query points each), next to the
 published values of Li et al. 2017 (Meta-SGD, Table 1). Results go to
-``benchmarks/results/maml_sinusoid.json`` (read by notebook 05).
+``benchmarks/results/maml_sinusoid.json`` (read by notebook 06).
 
 (2) ``speed``: one meta-step (meta-gradient + Adam update; meta-batch 25, K = 10, one inner
 step, float32, CPU, 1 thread) of ``metahpo_lib.maml.MAML`` side by side in one process with a
@@ -105,7 +105,7 @@ def reproduce(iterations: int, test_tasks: int, shots_list=(5, 10), methods=("MA
             curve = maml.meta_train(learner, sampler, iterations=iterations, meta_batch=25, shots=shots, meta_lr=1e-3,
                                     seed=shots, progress=progress)
             ev = maml.evaluate(learner, sampler, shots=shots, query=100, tasks=test_tasks, steps=10, seed=2017)
-            # "ci95": the half-width of the 95% confidence interval (the key notebook 05 reads)
+            # "ci95": the half-width of the 95% confidence interval (the key notebook 06 reads)
             rec = {"mse": ev.mean, "ci95": ev.half_width, "train_seconds": curve.seconds,
                    "final_train_loss": curve.smoothed(1000)[-1]}
             out["results"].setdefault(name, {})[str(shots)] = rec

@@ -1,6 +1,6 @@
-"""Chapter 06 benchmarks: meta-learning for HPO, part 1 (ridge task family) and part 2
+"""Chapter 07 benchmarks: meta-learning for HPO, part 1 (ridge task family) and part 2
 (HPOBench MLP tables, leave-one-data-set-out). Writes the JSON files that
-``notebooks/06_meta_learning_hpo.ipynb`` loads, and prints the tables below.
+``notebooks/07_meta_learning_hpo.ipynb`` loads, and prints the tables below.
 
     python benchmarks/meta_hpo.py part1     # ~1.5 min on 1 core
     python benchmarks/meta_hpo.py part2     # ~10 min on a busy 2-core machine (the GP sampler dominates)

@@ -105,7 +105,7 @@ def peak_memory(fn: Callable[[], object], device=None, *, repeat: int = 3) -> in
     (``profile_memory=True``), summed in time order (the profiler's console messages are
     silenced while it runs). ``fn`` runs ``repeat`` times and the largest peak is returned:
     under heavy load the profiler occasionally drops records, which can only lower a
-    measurement. Used in notebook 05 to show that iMAML's memory does not grow with the
+    measurement. Used in notebook 06 to show that iMAML's memory does not grow with the
     number of inner steps, and in notebook 03 to show that forward mode's memory does not grow
     with the number of unrolled steps.
 

@@ -50,7 +50,7 @@ def mean_ci(values, *, dim: int | None = None, level: float = 0.95) -> MeanCI:
     ``values``: a tensor, array or list of numbers; ``dim=None`` pools every entry and returns
     floats, ``dim=k`` reduces dimension ``k`` only and returns tensors. Needs at least two
     values along the reduced dimension; NaN entries propagate (a NaN mean says something
-    diverged). Introduced in notebook 05 (MAML accuracies over test tasks).
+    diverged). Introduced in notebook 06 (MAML accuracies over test tasks).
 
     >>> from metahpo_lib.stats import mean_ci
     >>> ci = mean_ci([1.0, 2.0, 3.0, 4.0])

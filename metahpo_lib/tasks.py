@@ -1,4 +1,4 @@
-"""Task distributions for meta-learning, sampled (seeded) into batched tensors (notebook 05).
+"""Task distributions for meta-learning, sampled (seeded) into batched tensors (notebook 06).
 
 A sampler draws ``tasks`` tasks at once and returns a :class:`TaskBatch`
 ``(x_support, y_support, x_query, y_query)`` whose tensors have shape
@@ -37,7 +37,7 @@ __all__ = ["TaskBatch", "Sinusoid", "DigitsEpisodes", "check_batch", "check_samp
 class TaskBatch(NamedTuple):
     """A batch of tasks: support set (to adapt on) and query set (to evaluate), ``[tasks, shots, ...]``.
 
-    Introduced in notebook 05. Inputs ``x_*`` are ``[tasks, shots, features...]``; targets ``y_*``
+    Introduced in notebook 06. Inputs ``x_*`` are ``[tasks, shots, features...]``; targets ``y_*``
     are ``[tasks, shots, ...]`` (regression values or class labels).
 
     >>> import torch
@@ -74,7 +74,7 @@ def check_batch(batch, name: str = "batch") -> TaskBatch:
     Raises ``ValueError`` naming the tensor that does not fit, so that a support set of 25
     tasks paired with a query set of 20 tasks, or one task without its task dimension
     (``x_support`` of shape ``[shots, 1]``), fails here, not deep inside ``torch.vmap``.
-    Introduced in notebook 05.
+    Introduced in notebook 06.
 
     >>> import torch
     >>> from metahpo_lib.tasks import Sinusoid, check_batch
@@ -149,7 +149,7 @@ class Sinusoid:
 
     :math:`A \sim U[\text{amplitude}]`, :math:`\varphi \sim U[\text{phase}]`, inputs
     :math:`x \sim U[\text{x\_range}]`; support and query points are drawn independently from
-    the same task. Tensors are ``[tasks, shots, 1]``. Introduced in notebook 05.
+    the same task. Tensors are ``[tasks, shots, 1]``. Introduced in notebook 06.
 
     >>> from metahpo_lib.tasks import Sinusoid
     >>> b, prm = Sinusoid().sample(3, 10, 20, seed=0, return_params=True)
@@ -255,7 +255,7 @@ class DigitsEpisodes:
     An episode picks ``ways`` classes, assigns them labels 0..ways-1 in random order and draws
     ``shots`` support and ``query`` query images per class, without replacement.
     ``x``: ``[tasks, ways*shots, 64]`` (or ``[tasks, ways*shots, 1, 8, 8]`` with ``flatten=False``).
-    Introduced in notebook 05.
+    Introduced in notebook 06.
 
     >>> from metahpo_lib.tasks import DigitsEpisodes
     >>> b = DigitsEpisodes(5, split="test").sample(2, 1, 3, seed=0)   # 2 episodes, 5-way 1-shot

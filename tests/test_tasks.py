@@ -1,4 +1,4 @@
-"""Task distributions (notebook 05): shapes, seeding, the sinusoid law, disjoint digit classes, bad input."""
+"""Task distributions (notebook 06): shapes, seeding, the sinusoid law, disjoint digit classes, bad input."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Several worker processes on one Optuna study (notebook 06, scaling out)."""
+"""Several worker processes on one Optuna study (notebook 07, scaling out)."""
 
 import os
 import signal

@@ -1,4 +1,4 @@
-"""Hyperparameter search: classic searches (notebook 01) and HPO across tasks (notebook 06).
+"""Hyperparameter search: classic searches (notebook 01) and HPO across tasks (notebook 07).
 
 Module map (each module imports only the ones above it):
 

@@ -1,9 +1,9 @@
-r"""Hypergradient descent: the one outer loop of the library (notebook 06).
+r"""Hypergradient descent: the one outer loop of the library (notebook 07).
 
 :func:`descend` is the loop that every gradient-based outer optimisation runs: meta-training a
 hyperparameter predictor over task batches (:func:`metahpo_lib.meta.meta_train`), tuning one
 task's hyperparameters by their hypergradient (:func:`hypergradient_descent`), and the
-exercises of notebook 06. With ``x`` the hyperparameters (or meta-parameters), ``g_k`` the
+exercises of notebook 07. With ``x`` the hyperparameters (or meta-parameters), ``g_k`` the
 gradient that ``value_and_grad`` returns and :math:`\Pi` the clipping to ``bounds``,
 
 .. math::  x_{k+1} = \Pi\big(x_k - \texttt{meta\_lr}\cdot d_k\big),
@@ -84,7 +84,7 @@ def descend(value_and_grad: Callable, start: dict, *, iterations: int, meta_lr: 
     ``value_and_grad(x) -> (value, grads)``: a float to log and a dict of gradients like ``x``
     (it may draw a random task batch at each call). ``optimizer``: ``"adam"`` or ``"gd"``;
     ``bounds``: ``{key: (low, high)}`` (numbers or tensors that broadcast) to clip to after each
-    step. Inputs are not modified. Introduced in notebook 06.
+    step. Inputs are not modified. Introduced in notebook 07.
 
     >>> import torch
     >>> from metahpo_lib.hpo import descend
@@ -117,7 +117,7 @@ def hypergradient_descent(objective: Callable, space, budget: int, *, gradient: 
     steps along ``gradient(config) -> {name: dL_val/d name}``. Returns the :class:`History`.
 
     ``space``: :class:`Float` dimensions on a linear scale; ``start``: a configuration (default:
-    the middle of ``space``). Introduced in notebook 06 (``predictor+hgd``).
+    the middle of ``space``). Introduced in notebook 07 (``predictor+hgd``).
 
     >>> from metahpo_lib.hpo import Float, hypergradient_descent
     >>> h = hypergradient_descent(lambda c: (c["x"] - 1) ** 2, {"x": Float(-4.0, 4.0)}, 30,

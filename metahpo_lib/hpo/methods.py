@@ -1,4 +1,4 @@
-r"""The registry of HPO methods: one name, one function, one signature (notebook 06).
+r"""The registry of HPO methods: one name, one function, one signature (notebook 07).
 
 Every method is a function ::
 
@@ -20,7 +20,7 @@ and ``"zero_shot"`` (evaluate the warm start in order, nothing else).
 :func:`run_method` also reads names that say where a warm start comes from, given a dict
 ``starts`` of named lists of configurations (a predictor's suggestion, a portfolio):
 ``"predictor"`` evaluates ``starts["predictor"]`` only (zero-shot), ``"predictor+tpe"`` runs
-``"tpe"`` warm-started with it. Both comparisons of notebook 06 (the ridge task family,
+``"tpe"`` warm-started with it. Both comparisons of notebook 07 (the ridge task family,
 :func:`metahpo_lib.meta.run_methods`; HPOBench, :func:`~metahpo_lib.hpo.leave_one_dataset_out`)
 go through :func:`run_method`.
 """

@@ -1,4 +1,4 @@
-r"""Optuna studies: the samplers, the storages and one search (notebook 06).
+r"""Optuna studies: the samplers, the storages and one search (notebook 07).
 
 The one module that talks to Optuna's study machinery; :mod:`~metahpo_lib.hpo.workers` and
 :mod:`~metahpo_lib.hpo.methods` import from here.
@@ -169,7 +169,7 @@ def optuna_search(objective: Callable, space, budget: int, *, sampler: str = "tp
 
     ``warm_start`` configurations are evaluated first (``study.enqueue_trial``), then the
     sampler takes over, conditioned on them. ``storage`` (see :func:`open_storage`) keeps every
-    trial in a database. Introduced in notebook 06.
+    trial in a database. Introduced in notebook 07.
 
     >>> from metahpo_lib.hpo import Float, optuna_search
     >>> h = optuna_search(lambda c: (c["x"] - 2.0) ** 2, {"x": Float(0.0, 5.0)}, 8, seed=0, warm_start=[{"x": 2.0}])

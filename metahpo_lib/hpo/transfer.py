@@ -1,4 +1,4 @@
-r"""HPO across data sets: zero-shot portfolios, the leave-one-data-set-out protocol, ranks (notebook 06).
+r"""HPO across data sets: zero-shot portfolios, the leave-one-data-set-out protocol, ranks (notebook 07).
 
 - :func:`greedy_portfolio`: the zero-shot portfolio of Wistuba et al. / Feurer et al.:
   given the normalised regret ``R[t, c]`` of every configuration on the training data sets,

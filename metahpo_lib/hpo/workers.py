@@ -1,4 +1,4 @@
-r"""Many worker processes (and machines) on one Optuna study (notebook 06, "scaling out").
+r"""Many worker processes (and machines) on one Optuna study (notebook 07, "scaling out").
 
 Every worker opens the same *storage* and loops ask -> evaluate -> tell until the study holds
 ``budget`` finished trials:

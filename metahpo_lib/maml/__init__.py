@@ -1,4 +1,4 @@
-r"""MAML and its family, batched over tasks with ``torch.func`` (notebook 05).
+r"""MAML and its family, batched over tasks with ``torch.func`` (notebook 06).
 
 MAML is a bilevel problem whose *hyperparameter* is the initialisation :math:`\theta` (and,
 for Meta-SGD, the inner learning rates :math:`\alpha`). For each task :math:`i` with support

@@ -1,4 +1,4 @@
-r"""The learner core of the MAML family (notebook 05): one task, a batch of tasks, the meta-gradient.
+r"""The learner core of the MAML family (notebook 06): one task, a batch of tasks, the meta-gradient.
 
 A learner holds the meta-parameters (the initialisation :math:`\theta`, and for Meta-SGD the
 inner learning rates) as a ``dict[str, Tensor]`` of leaf tensors. It runs ``model`` through
@@ -56,7 +56,7 @@ def check_model(model) -> nn.Module:
     """Return ``model`` if it can be adapted per task in a vmapped functional call, else raise.
 
     BatchNorm with running statistics updates its buffers in place during every forward pass,
-    which is shared state across tasks (and impossible under ``torch.vmap``). Notebook 05.
+    which is shared state across tasks (and impossible under ``torch.vmap``). Notebook 06.
 
     >>> from torch import nn
     >>> check_model(nn.Sequential(nn.Linear(1, 8), nn.BatchNorm1d(8)))  # doctest: +ELLIPSIS
@@ -80,7 +80,7 @@ def check_model(model) -> nn.Module:
 
 
 def check_learner(learner) -> "MetaLearner":
-    """Return ``learner`` if it is a :class:`MetaLearner`, else raise ``TypeError`` (notebook 05).
+    """Return ``learner`` if it is a :class:`MetaLearner`, else raise ``TypeError`` (notebook 06).
 
     >>> check_learner("MAML")
     Traceback (most recent call last):
@@ -103,7 +103,7 @@ def _fresh(W: Params) -> Params:
 
 
 class MetaLearner:
-    r"""The machinery every learner of the family shares (notebook 05).
+    r"""The machinery every learner of the family shares (notebook 06).
 
     ``model``: any ``nn.Module`` (its current parameters are copied as the initial
     meta-parameters); ``lr``: the inner step size :math:`\alpha > 0`; ``steps``: inner steps

@@ -1,4 +1,4 @@
-r"""Evaluation of a meta-learned initialisation on new tasks (notebook 05): :func:`evaluate`.
+r"""Evaluation of a meta-learned initialisation on new tasks (notebook 06): :func:`evaluate`.
 
 For each of ``tasks`` test tasks, adapt with 0, 1, ..., ``steps`` inner steps on the support
 set and measure the query metric; report its mean over tasks and the Student-t 95% confidence
@@ -28,7 +28,7 @@ class Evaluation:
     ``mean[k]`` and ``half_width[k]`` (of the 95% confidence interval) after ``k`` steps;
     ``per_task``: ``[tasks, N+1]``. ``metric`` is ``"mse"`` (regression) or ``"accuracy"``
     (classification, in [0, 1]); ``loss_mean`` / ``loss_half_width`` hold the query loss in
-    both cases. Notebook 05.
+    both cases. Notebook 06.
 
     >>> import torch
     >>> ev = Evaluation.from_tables(torch.tensor([[2.0, 1.0], [4.0, 1.0]]), torch.tensor([[2.0, 1.0], [4.0, 1.0]]), "mse")
@@ -97,7 +97,7 @@ def evaluate(learner: MetaLearner, sampler, *, shots: int = 10, query: int | Non
     Tasks are drawn ``batch_size`` at a time with one generator from ``seed`` (int or
     ``torch.Generator``): the same ``seed`` gives every learner the same test tasks (a paired
     comparison). Steps where some task's loss is not finite are reported as NaN, with a warning.
-    Notebook 05.
+    Notebook 06.
 
     >>> import torch
     >>> from torch import nn

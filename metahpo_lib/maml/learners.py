@@ -1,4 +1,4 @@
-r"""The MAML family (notebook 05): each learner is :class:`~metahpo_lib.maml.base.MetaLearner`
+r"""The MAML family (notebook 06): each learner is :class:`~metahpo_lib.maml.base.MetaLearner`
 with at most a few methods changed. From :math:`\theta`, ``steps`` inner steps, then:
 
 - :class:`MAML`: :math:`\phi \leftarrow \phi - \alpha \nabla L_S(\phi)`; meta-gradient through the
@@ -33,7 +33,7 @@ class MAML(MetaLearner):
 
     ``first_order=True`` is first-order MAML (FOMAML): the inner gradients are constants, so
     the meta-gradient is :math:`\frac1T \sum_i \nabla L_{Q_i}(\phi_i)`, the query gradient at the
-    adapted weights. Arguments: :class:`~metahpo_lib.maml.base.MetaLearner`. Notebook 05.
+    adapted weights. Arguments: :class:`~metahpo_lib.maml.base.MetaLearner`. Notebook 06.
 
     >>> import torch
     >>> from torch import nn
@@ -66,7 +66,7 @@ class MetaSGD(MetaLearner):
 
     ``lr`` is the initial value of every entry of :math:`\alpha`; meta-parameter keys are the
     model's names and ``"lr." + name`` (:attr:`lrs`). The inner step is
-    ``inner.GD(lr=dict of rates)``. Notebook 05.
+    ``inner.GD(lr=dict of rates)``. Notebook 06.
 
     >>> import torch
     >>> from torch import nn
@@ -112,7 +112,7 @@ class ANIL(MetaLearner):
     r"""ANIL, "almost no inner loop" (Raghu et al. 2020): only the head is adapted in the inner
     loop, :math:`\phi_{head} \leftarrow \phi_{head} - \alpha \nabla_{head} L_S`; the body is
     meta-learned through the second-order meta-gradient. ``head``: parameter-name prefixes of the
-    head (default: the last module with parameters); the adapted names are ``adapted_keys``. Notebook 05.
+    head (default: the last module with parameters); the adapted names are ``adapted_keys``. Notebook 06.
 
     >>> from torch import nn
     >>> from metahpo_lib import maml
@@ -134,7 +134,7 @@ class Reptile(MetaLearner):
     :math:`\theta - \frac1T \sum_i \phi_i` (an optimiser step on it is the Reptile update; with
     plain SGD at rate :math:`\epsilon`: :math:`\theta \leftarrow \theta + \epsilon(\bar\phi - \theta)`)
     and the query loss after adaptation. With ``steps=1`` it is training on all tasks pooled;
-    use several steps. Notebook 05.
+    use several steps. Notebook 06.
 
     >>> import torch
     >>> from torch import nn
@@ -173,7 +173,7 @@ class IMAML(MetaLearner):
     truncated CG, which stops at the last good iterate and warns when the matrix is indefinite
     (:math:`\phi^*` far from a minimum). The last report is kept in ``last_solve``. No graph is
     kept through the inner loop, so memory does not grow with ``steps``. ``meta_loss`` is the
-    query loss at :math:`\phi^*` (for monitoring, not differentiable). Notebook 05.
+    query loss at :math:`\phi^*` (for monitoring, not differentiable). Notebook 06.
 
     >>> import functools, torch
     >>> from torch import nn
@@ -225,7 +225,7 @@ class Pretrained(MetaLearner):
     r"""Baseline: one network trained on all tasks pooled (support and query points together,
     no adaptation during training: the meta-loss is :math:`\frac1T\sum_i L_{S_i \cup Q_i}(\theta)`),
     then fine-tuned with SGD steps of size ``lr`` on each test task's support set (Finn et al.
-    2017's "pretrained" baseline). Notebook 05.
+    2017's "pretrained" baseline). Notebook 06.
 
     >>> import torch
     >>> from torch import nn

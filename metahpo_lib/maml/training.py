@@ -1,4 +1,4 @@
-r"""The outer loop of the MAML family (notebook 05): :func:`meta_train` and its :class:`LossCurve`.
+r"""The outer loop of the MAML family (notebook 06): :func:`meta_train` and its :class:`LossCurve`.
 
 Each iteration samples ``meta_batch`` tasks, asks the learner for its meta-gradient and takes
 one step of a ``torch.optim`` optimiser on the meta-parameters:
@@ -28,7 +28,7 @@ __all__ = ["LossCurve", "meta_train"]
 class LossCurve:
     """What :func:`meta_train` did: the meta-loss (query loss after adaptation) per iteration.
 
-    ``iterations``: 1, 2, ...; ``loss``: floats; ``seconds``: wall time. Notebook 05.
+    ``iterations``: 1, 2, ...; ``loss``: floats; ``seconds``: wall time. Notebook 06.
 
     >>> curve = LossCurve([1, 2, 3, 4], [4.0, 2.0, 2.0, 0.0])
     >>> curve.smoothed(2)
@@ -83,7 +83,7 @@ def meta_train(learner: MetaLearner, sampler, *, iterations: int, meta_batch: in
     ``optimizer``: ``"adam"`` or ``"sgd"`` at ``meta_lr`` (default 1e-3), or a function
     ``list_of_tensors -> torch.optim.Optimizer`` (then leave ``meta_lr`` out). The first
     iteration whose meta-loss is NaN or inf raises :class:`metahpo_lib.inner.DivergenceError`
-    naming it (before its optimiser step). Notebook 05.
+    naming it (before its optimiser step). Notebook 06.
 
     >>> import torch
     >>> from torch import nn

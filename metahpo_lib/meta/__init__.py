@@ -1,4 +1,4 @@
-"""Meta-learning hyperparameters across a family of ridge regression tasks (notebook 06, part 1).
+"""Meta-learning hyperparameters across a family of ridge regression tasks (notebook 07, part 1).
 
 Module map:
 

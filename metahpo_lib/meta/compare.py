@@ -1,4 +1,4 @@
-r"""Comparing HPO methods on the task family at equal budgets (notebook 06, part 1).
+r"""Comparing HPO methods on the task family at equal budgets (notebook 07, part 1).
 
 Every method runs through the registry (:func:`metahpo_lib.hpo.run_method`); a meta-learned
 model enters as a *start*: ``"predictor"`` (zero-shot: evaluate its suggestion only),

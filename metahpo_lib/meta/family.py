@@ -1,4 +1,4 @@
-r"""The task family: ridge regression tasks drawn from several sources (notebook 06, part 1).
+r"""The task family: ridge regression tasks drawn from several sources (notebook 07, part 1).
 
 Each task is ridge regression on a regression data set made from a *source*: generated data
 (``"synthetic"``, ``"ill_conditioned"``) or a scikit-learn bundled data set (``"diabetes"``

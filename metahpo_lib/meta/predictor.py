@@ -1,4 +1,4 @@
-r"""The hyperparameter predictor: meta-learned from a family of tasks (notebook 06, part 1).
+r"""The hyperparameter predictor: meta-learned from a family of tasks (notebook 07, part 1).
 
 The outer loop averages over a batch of tasks, as MAML does:
 
