@@ -52,10 +52,7 @@ def unrolled(problem, hparams, optimizer: inner.InnerOptimizer, *, steps: int, m
     hp = prepare_hparams(problem, hparams)
     V.choice(mode, "mode", MODES)
     V.positive_int(steps, "steps")
-    if not isinstance(optimizer, inner.InnerOptimizer):
-        raise TypeError(f"optimizer must be an inner optimiser object such as inner.GD(lr=0.1), got "
-                        f"{type(optimizer).__name__}")
-    optimizer.check(hp, steps)
+    inner.check_optimizer(optimizer, hp, steps)
     K = steps if truncate is None else V.positive_int(truncate, "truncate")
     if K > steps:
         raise ValueError(f"truncate must be <= steps ({steps}), got {truncate}")

@@ -10,7 +10,8 @@ r"""Inner optimisation (notebook 03): optimiser objects, T steps of them, an acc
 
 from .minimize import minimize
 from .optimizers import GD, Adam, InnerOptimizer, Momentum
-from .run import DIVERGENCE_FACTOR, DivergenceError, check_losses, run, start_params, unroll, with_optimizer_hparams
+from .run import (DIVERGENCE_FACTOR, DivergenceError, check_losses, check_optimizer, run, start_params, unroll,
+                  with_optimizer_hparams)
 
 __all__ = ["InnerOptimizer", "GD", "Momentum", "Adam", "run", "unroll", "minimize", "with_optimizer_hparams",
-           "check_losses", "start_params", "DivergenceError", "DIVERGENCE_FACTOR"]
+           "check_losses", "check_optimizer", "start_params", "DivergenceError", "DIVERGENCE_FACTOR"]

@@ -25,7 +25,8 @@ from .optimizers import InnerOptimizer
 
 TensorDict = dict[str, torch.Tensor]
 
-__all__ = ["DivergenceError", "DIVERGENCE_FACTOR", "check_losses", "unroll", "run", "with_optimizer_hparams"]
+__all__ = ["DivergenceError", "DIVERGENCE_FACTOR", "check_losses", "check_optimizer", "start_params", "unroll", "run",
+           "with_optimizer_hparams"]
 
 #: a loss above ``DIVERGENCE_FACTOR * max(|first loss|, 1)`` counts as diverged
 DIVERGENCE_FACTOR = 1e6
@@ -104,7 +105,18 @@ def unroll(problem, hparams: TensorDict, optimizer: InnerOptimizer, params: Tens
     return params, state, losses
 
 
-def _check_optimizer(optimizer, hparams: TensorDict, steps: int) -> None:
+def check_optimizer(optimizer, hparams: TensorDict, steps: int) -> None:
+    """Raise a clear error unless ``optimizer`` is an inner optimiser that can run ``steps`` steps
+    with ``hparams`` (the entries it reads exist, a schedule has one entry per step).
+
+    >>> import torch
+    >>> from metahpo_lib import inner
+    >>> inner.check_optimizer(inner.GD(lr="log_lr"), {"log_lr": torch.zeros(3)}, steps=3)   # fine
+    >>> inner.check_optimizer("sgd", {}, steps=3)
+    Traceback (most recent call last):
+    ...
+    TypeError: optimizer must be an inner optimiser object such as metahpo_lib.inner.GD(lr=0.1), ...
+    """
     if not isinstance(optimizer, InnerOptimizer):
         raise TypeError("optimizer must be an inner optimiser object such as metahpo_lib.inner.GD(lr=0.1), "
                         f"Momentum(...) or Adam(...), got {type(optimizer).__name__}")
@@ -112,7 +124,14 @@ def _check_optimizer(optimizer, hparams: TensorDict, steps: int) -> None:
 
 
 def start_params(problem, params) -> TensorDict:
-    """``problem.init_params()`` when ``params`` is None, else ``params`` checked against it."""
+    """``problem.init_params()`` when ``params`` is None, else ``params`` checked against it.
+
+    >>> from metahpo_lib import data, inner, problems
+    >>> s = data.load("diabetes", seed=0)
+    >>> p = problems.ridge(s.X_train, s.y_train, s.X_val, s.y_val)
+    >>> inner.start_params(p, None)["w"].shape
+    torch.Size([10])
+    """
     return problem.init_params() if params is None else problem.check_params(params)
 
 
@@ -137,7 +156,7 @@ def run(problem, hparams, optimizer: InnerOptimizer, *, steps: int, params=None,
         raise TypeError(f"problem must be a metahpo_lib.problems.Bilevel, got {type(problem).__name__}")
     hparams = problem.check_hparams(hparams)
     V.positive_int(steps, "steps")
-    _check_optimizer(optimizer, hparams, steps)
+    check_optimizer(optimizer, hparams, steps)
     p0 = start_params(problem, params)
     lr = optimizer.lr
     needs_grad = (any(h.requires_grad for h in hparams.values())
