@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 #   make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: lab test exercises bench clean
+.PHONY: lab test exercises bench clean site test-browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ $(VENV)/.course: pyproject.toml $(VENV)/.torch
 
 $(VENV)/.test: pyproject.toml $(VENV)/.course
 	$(BIN)/python -m pip install -e ".[test]"
+	touch $@
+
+$(VENV)/.site: pyproject.toml $(VENV)/.course
+	$(BIN)/python -m pip install -e ".[site]"
+	touch $@
+
+$(VENV)/.browser: pyproject.toml $(VENV)/.test $(VENV)/.site
+	$(BIN)/python -m pip install -e ".[browser]"
 	touch $@
 
 # JupyterLab serves the whole course (notebooks/, exercises/, solutions/) and opens notebook 00;
@@ -44,6 +52,21 @@ bench: $(VENV)/.course
 	$(BIN)/python benchmarks/maml.py speed       # MAML meta-step vs loop, higher, torchopt, bare vmap
 	@echo "Long runs that regenerate the notebooks' result files (hours on a CPU):"
 	@echo "  $(BIN)/python benchmarks/maml.py reproduce;  $(BIN)/python benchmarks/meta_hpo.py all"
+
+# the course website, from the committed executed notebooks (nothing re-executed), into build/site/:
+# any Sphinx warning fails it (-W), then every internal link and anchor is checked, and no page may
+# load anything from the network. Open build/site/index.html in a browser.
+site: $(VENV)/.site
+	rm -rf build/site
+	$(BIN)/python -m sphinx -W --keep-going -b html -q docs build/site
+	$(BIN)/python docs/check_links.py build/site
+	@echo "The website is in build/site/: open build/site/index.html"
+
+# a headless Chromium (Debian's chromium package; skipped with the reason when there is none)
+# reads the website and runs a chapter in JupyterLab started by `make lab`; screenshots go to
+# build/screenshots/
+test-browser: $(VENV)/.browser site
+	METAHPO_BROWSER_TESTS=1 $(BIN)/python -m pytest tests/browser -v -rs
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from . import compare
+from . import compare, expected
 from .. import maml, stats
 
 __all__ = ["sgd_step", "maml_task_loss", "mean_ci", "ref_sgd_step", "ref_maml_task_loss", "ref_mean_ci"]
@@ -69,6 +69,17 @@ def ref_maml_task_loss(model, params, x_s, y_s, x_q, y_q, lr):
     return ((functional_call(model, fast, (x_q,)) - y_q) ** 2).mean()
 
 
+def _value_and_gradient(model, leaves, *args):
+    value = ref_maml_task_loss(model, leaves, *args)
+    return value.detach(), tuple(g.detach() for g in torch.autograd.grad(value, list(leaves.values())))
+
+
+def _mean_task_loss(model, b):
+    params = dict(model.named_parameters())
+    return (sum(ref_maml_task_loss(model, params, b.x_support[i], b.y_support[i], b.x_query[i], b.y_query[i], 0.1)
+                for i in range(3)) / 3).detach()
+
+
 def maml_task_loss(fn) -> None:
     """Check exercise 2: ``fn(model, params, x_s, y_s, x_q, y_q, lr)``, the query MSE after one inner
     SGD step on the support MSE, differentiable w.r.t. ``params`` through the inner step (second order).
@@ -84,8 +95,7 @@ def maml_task_loss(fn) -> None:
     for i, lr in [(0, 0.1), (1, 0.05), (2, 0.3)]:
         args = (b.x_support[i], b.y_support[i], b.x_query[i], b.y_query[i], lr)
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
-        want = ref_maml_task_loss(model, leaves, *args)
-        want_g = torch.autograd.grad(want, list(leaves.values()))
+        want, want_g = expected(_value_and_gradient, (model, leaves, *args), case=f"task {i}, lr={lr}")
         try:
             got = fn(model, leaves, *args)
         except NotImplementedError:
@@ -111,9 +121,8 @@ def maml_task_loss(fn) -> None:
     # the batched library agrees with the per-task reference on the mean over tasks
     learner = maml.MAML(model, lr=0.1)
     lib = learner.meta_loss(b).detach()
-    ref = sum(ref_maml_task_loss(model, dict(model.named_parameters()), b.x_support[i], b.y_support[i],
-                                  b.x_query[i], b.y_query[i], 0.1) for i in range(3)) / 3
-    assert torch.allclose(lib, ref.detach(), rtol=1e-10), "internal check: library and reference disagree"
+    ref = expected(_mean_task_loss, (model, b), case="mean over tasks")
+    assert torch.allclose(lib, ref, rtol=1e-10), "internal check: library and reference disagree"
     print("✔ maml_task_loss matches the reference (value and second-order gradient) on 3 seeded tasks.")
 
 

@@ -13,11 +13,15 @@ The one module that talks to Optuna's study machinery; :mod:`~metahpo_lib.hpo.wo
 Storage URLs: ``journal:PATH`` (or a path ending in ``.log``/``.journal``): an append-only
 journal file, for processes on one machine; ``sqlite:///PATH.db``: SQLite, one machine;
 ``postgresql://user:pass@host/db``, ``mysql+pymysql://...``: an RDB server, many machines.
+``postgresql://`` (and ``postgres://``) use the psycopg 3 driver (``pip install
+'metahpo-lib[distributed]'``); name another one explicitly, e.g. ``postgresql+psycopg2://``.
+Messages show URLs through :func:`redact_url`, which hides the password.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +29,8 @@ from pathlib import Path
 from .. import _validate as V
 from .search import Categorical, Float, History, Int, check_objective, check_space, int_seed
 
-__all__ = ["SAMPLERS", "require_optuna", "make_sampler", "suggest", "open_storage", "create_study", "optuna_search"]
+__all__ = ["SAMPLERS", "require_optuna", "make_sampler", "suggest", "redact_url", "open_storage", "create_study",
+           "optuna_search"]
 
 #: the Optuna samplers :func:`make_sampler` builds, by name
 SAMPLERS = ("random", "tpe", "gp")
@@ -103,16 +108,45 @@ def _journal(url: str):
         raise ValueError(f"storage {url!r} cannot be opened: {type(e).__name__}: {e}") from e
 
 
+def redact_url(url) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs); other values as ``str``.
+
+    >>> from metahpo_lib.hpo.studies import redact_url
+    >>> redact_url("postgresql://hpo:s3cret@db.example.org:5432/hpo")
+    'postgresql://hpo:***@db.example.org:5432/hpo'
+    """
+    return re.sub(r"^([A-Za-z][\w+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url) if isinstance(url, str) else str(url)
+
+
+def _postgres_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` -> ``postgresql+psycopg://`` (psycopg 3), or an
+    ImportError that names the driver; a URL that names its driver is kept."""
+    scheme, _, rest = url.partition("://")
+    if "+" in scheme:
+        return url
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"storage {redact_url(url)!r} needs the PostgreSQL driver psycopg 3: "
+                          f"pip install 'metahpo-lib[distributed]' (or pip install 'psycopg[binary]'); "
+                          f"to use psycopg2 instead, write postgresql+psycopg2://...") from e
+    return f"postgresql+psycopg://{rest}"
+
+
 def _rdb(url: str, heartbeat_interval: int, grace_period: int):
     optuna = require_optuna()
+    if url.startswith(("postgresql", "postgres://")):
+        url = _postgres_url(url)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                              engine_kwargs={"connect_args": {"timeout": 60}}
-                                              if url.startswith("sqlite") else None)
+                                              engine_kwargs=engine)
     except Exception as e:
-        raise ValueError(f"storage {url!r} cannot be opened: {type(e).__name__}: {e}") from e
+        msg = str(e).replace(url, redact_url(url)).strip().splitlines()
+        raise ValueError(f"storage {redact_url(url)!r} cannot be opened: {type(e).__name__}: "
+                         f"{msg[0] if msg else ''}") from e
 
 
 def open_storage(url, *, heartbeat_interval: int = 2, grace_period: int = 6):
@@ -138,7 +172,7 @@ def open_storage(url, *, heartbeat_interval: int = 2, grace_period: int = 6):
     if url.startswith(_RDB_PREFIXES):
         return _rdb(url, heartbeat_interval, grace_period)
     raise ValueError(f"storage must start with journal:, sqlite:///, postgresql://, mysql... (or be a path "
-                     f"ending in .log or .journal), got {url!r}")
+                     f"ending in .log or .journal), got {redact_url(url)!r}")
 
 
 def create_study(storage, study_name: str, *, seed=0, sampler: str = "tpe"):

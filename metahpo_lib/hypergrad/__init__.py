@@ -1,4 +1,4 @@
-"""Hypergradients d L_val(θ*(λ), λ) / dλ, one method per module, one call shape:
+"""Hypergradients d L_val(θ*(λ), λ) / dλ, one method per module, one call shape::
 
     hypergrad.METHOD(problem, hparams, **method_options) -> dict like hparams
 

@@ -9,7 +9,7 @@ With :math:`\theta_{t+1} = \Phi_t(\theta_t, \lambda)` (one step of an inner opti
 
 (for gradient descent :math:`A_t = I - \eta \nabla^2_\theta L_{in}`, :math:`B_t = -\eta \nabla^2_{\theta\lambda} L_{in}`).
 
-- ``mode="reverse"``: keep the graph of the T steps and backpropagate once (memory O(T·|θ|),
+- ``mode="reverse"``: keep the graph of the T steps and backpropagate once (memory O(T·dim θ),
   one pass whatever the number of hyperparameters).
 - ``mode="forward"``: carry the tangents :math:`Z_t v` along with :math:`\theta_t`
   (``torch.func.jvp`` of each step, ``torch.func.vmap`` over ``batch`` directions at a time);

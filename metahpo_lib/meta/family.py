@@ -235,7 +235,7 @@ class Task:
 def meta_features(split: Split) -> torch.Tensor:
     """Cheap statistics of a task's *training* split, shape ``(6,)`` (see :data:`META_FEATURES`):
     log n, log d, std of the log feature scales, log leave-one-out error of a lightly
-    regularised scale-invariant ridge fit, mean |corr(x_j, y)|, mean |corr(x_j, x_k)|.
+    regularised scale-invariant ridge fit, mean ``|corr(x_j, y)|``, mean ``|corr(x_j, x_k)|``.
 
     >>> from metahpo_lib.meta import TaskSpec, make_task, meta_features
     >>> meta_features(make_task(TaskSpec("synthetic", 60, 3, 0.1, 0.5, seed=0)).split).shape
