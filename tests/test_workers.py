@@ -160,7 +160,8 @@ def _victim_trial(store, pids, victim: int, timeout: float = 150.0) -> int:
     while time.time() < deadline:
         trials = optuna.load_study(study_name="s", storage=store).get_trials(deepcopy=False)
         owner = {t.number: int(t.user_attrs["worker"].split(":")[1]) for t in trials if "worker" in t.user_attrs}
-        running = [t.number for t in trials if t.state == TS.RUNNING and owner.get(t.number) == pids[victim]]
+        running = [t.number for t in trials if t.state == TS.RUNNING and owner.get(t.number) == pids[victim]
+                   and len(t.params) == 5]  # mid-evaluation: all 5 hyperparameters of kc1 suggested
         if len(pids) and set(pids) <= set(owner.values()) and running:
             return running[0]
         time.sleep(0.02)
