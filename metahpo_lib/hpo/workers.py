@@ -76,9 +76,13 @@ def _heartbeat_enabled(store) -> bool:
     return isinstance(store, optuna.storages.RDBStorage) and bool(store.get_heartbeat_interval())
 
 
-def _requeue(study, trial) -> None:
-    """Queue a failed trial's configuration again, once (not a re-run of a re-run)."""
-    if trial.params and "rerun_of" not in trial.user_attrs:
+def _requeue(study, trial, orphan: bool = False) -> None:
+    """Queue a failed trial's configuration again, once (not a re-run of a re-run); an
+    ``orphan`` (created, never evaluated) passes its queued configuration on as it is."""
+    if orphan and trial.system_attrs.get("fixed_params"):
+        study.enqueue_trial(dict(trial.system_attrs["fixed_params"]), skip_if_exists=False,
+                            user_attrs={k: v for k, v in trial.user_attrs.items() if k == "rerun_of"})
+    elif trial.params and "rerun_of" not in trial.user_attrs and not orphan:
         study.enqueue_trial(dict(trial.params), user_attrs={"rerun_of": trial.number}, skip_if_exists=False)
 
 
@@ -91,7 +95,7 @@ def _fail(study, store, trial, reason: str) -> bool:
         store.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False  # another worker got there first
-    _requeue(study, trial)
+    _requeue(study, trial, orphan=reason == "creation reply lost")
     return True
 
 
