@@ -30,27 +30,33 @@ def _session(nb, todo, replay, status, *, cwd, timeout, limits, threads):
     (timeout or dead kernel) or None."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from nbclient.util import run_sync
 
     km = SandboxKernelManager(kernel_name="python3", limits=limits)
     client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=True, shutdown_kernel="immediate",
                             resources={"metadata": {"path": str(cwd)}})
-    with client.setup_kernel(env=kernel_env(threads)):
-        for i in replay:
-            try:
-                client.execute_cell(copy.deepcopy(nb.cells[i]), i)
-            except (CellTimeoutError, DeadKernelError):
-                return todo[0] if todo else None
-        for i in todo:
-            try:
-                client.execute_cell(nb.cells[i], i)
-            except CellTimeoutError:
-                status[i] = TIMEOUT
-                return i
-            except DeadKernelError:
-                status[i] = DIED
-                return i
-            status[i] = ERROR if cell_errors(nb.cells[i]) else OK
-    return None
+    try:
+        with client.setup_kernel(env=kernel_env(threads)):
+            for i in replay:
+                try:
+                    client.execute_cell(copy.deepcopy(nb.cells[i]), i)
+                except (CellTimeoutError, DeadKernelError):
+                    return todo[0] if todo else None
+            for i in todo:
+                try:
+                    client.execute_cell(nb.cells[i], i)
+                except CellTimeoutError:
+                    status[i] = TIMEOUT
+                    return i
+                except DeadKernelError:
+                    status[i] = DIED
+                    return i
+                status[i] = ERROR if cell_errors(nb.cells[i]) else OK
+        return None
+    finally:  # the client does not own a kernel manager it was given: kill the kernel here (a timed-out
+        # cell may still be spinning in it, e.g. an infinite loop that ignores the interrupt)
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
 
 
 def run_cells(nb, cwd, *, timeout: int = 60, limits: Limits | None = None, threads: int | None = None,
