@@ -11,7 +11,16 @@ REINFORCE variance demo.
 Run: ``.venv/bin/python benchmarks/nets_discrete.py`` (about 5 minutes; writes
 ``benchmarks/results/nets_discrete.json``).
 
-Latest table: see ``benchmarks/results/nets_discrete.json`` and notebook 05.
+Latest table (shared 2-core CPU, torch 2.13.0; test accuracy, mean ± 95% CI over 10 search seeds):
+
+| method | test accuracy |
+|---|---|
+| relaxation (5 hypergradient steps + 1 run) | 0.9634 ± 0.0078 |
+| REINFORCE with baseline (4 x 4 samples) | 0.9676 ± 0.0038 |
+| random search (16) | 0.9654 ± 0.0041 |
+| Optuna TPE (16) | 0.9647 ± 0.0040 |
+
+All within each other's CIs.
 """
 
 from __future__ import annotations

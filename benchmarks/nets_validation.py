@@ -5,7 +5,12 @@ on a 5-fold cross-validation loss (hypergradient averaged over the folds), and o
 validation loss with early stopping on a second held-out split. Each final choice is trained from
 4 fresh seeds and scored by its test loss; mean and 95% CI over 5 seeds (data split, noise, runs).
 
-Run: ``.venv/bin/python benchmarks/nets_validation.py`` (writes ``benchmarks/results/nets_validation.json``).
+Run: ``.venv/bin/python benchmarks/nets_validation.py`` (about 20 minutes on a busy 2-core CPU; writes
+``benchmarks/results/nets_validation.json``).
+
+Latest table (test cross-entropy, mean ± 95% CI over 5 seeds): start 0.839 ± 0.065, plain 0.550 ± 0.070,
+5-fold CV 0.373 ± 0.020, early stopping 0.589 ± 0.060; CV − plain −0.178 ± 0.073, early stopping − plain
++0.039 ± 0.034.
 """
 
 from __future__ import annotations
