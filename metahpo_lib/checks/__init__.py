@@ -3,8 +3,10 @@ inputs and say, in plain words, what differs.
 
 Each chapter has its own module (``checks.ch01``, ...) of ready-made checks; they all use
 :func:`compare`. A check prints one line when everything matches and raises
-``AssertionError`` with an explanation otherwise (``NotImplementedError`` from an
-unsolved exercise passes through unchanged, so the grader can say "not attempted").
+``AssertionError`` with an explanation otherwise. An unsolved exercise (its ``raise
+NotImplementedError()`` still in place) raises :class:`ExerciseNotWritten`, a ``NotImplementedError``
+shown as one plain sentence, so the grader still says "not attempted"; the generated exercise
+notebooks tag their check cells ``raises-exception``, so Run All goes on to the next exercise.
 
 In a student bundle (``metahpo-exercises release``) the reference answers are not shipped: each
 check compares with the reference's results on its seeded cases, recorded by :func:`record` and
@@ -21,12 +23,32 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["compare", "describe_difference", "expected", "record", "RECORDED"]
+__all__ = ["compare", "describe_difference", "expected", "record", "RECORDED", "ExerciseNotWritten"]
 
 #: where a student bundle keeps the references' results
 RECORDED = Path(__file__).with_name("recorded.pkl")
 _recorder: dict | None = None
 _stored: dict | None = None
+
+
+class ExerciseNotWritten(NotImplementedError):
+    """Raised by a self-check when the learner's function still raises ``NotImplementedError``;
+    Jupyter shows only its message, no traceback.
+
+    >>> from metahpo_lib.checks import ExerciseNotWritten
+    >>> print(ExerciseNotWritten("double"))
+    `double` is not written yet: replace `raise NotImplementedError()` in its cell with your code, run that cell, then this check.
+    >>> isinstance(ExerciseNotWritten("double"), NotImplementedError)
+    True
+    """
+
+    def __init__(self, name: str):
+        super().__init__(f"`{name}` is not written yet: replace `raise NotImplementedError()` in its cell with "
+                         f"your code, run that cell, then this check.")
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback."""
+        return [f"✘ {self}"]
 
 
 def _fmt(x) -> str:
@@ -118,7 +140,7 @@ def compare(fn: Callable, reference: Callable, cases: Sequence[tuple[str, tuple,
         try:
             got = fn(*args, **kwargs)
         except NotImplementedError:
-            raise
+            raise ExerciseNotWritten(name) from None
         except Exception as e:  # the learner's code crashed: say where
             raise AssertionError(f"{name} raised {type(e).__name__}: {e}  (on {desc})") from e
         msg = describe_difference(got, want, rtol=rtol, atol=atol)

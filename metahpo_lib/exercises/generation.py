@@ -12,6 +12,10 @@ import nbformat
 from .notebooks import content_hash, exercises_of, strip_source, with_nbgrader_metadata
 
 
+#: the cell tag that lets Jupyter's Run All go on after the cell raises (JupyterLab, nbval)
+RAISES_EXCEPTION = "raises-exception"
+
+
 def student_notebook(solution, name: str = "notebook"):
     r"""The exercise notebook for a solution notebook: nbgrader metadata added, solutions stubbed, hidden
     tests removed, outputs cleared, test cells locked in Jupyter, with a generation record in
@@ -29,6 +33,8 @@ def student_notebook(solution, name: str = "notebook"):
     assert double(2) == 4
     >>> nb.metadata["metahpo"]["generated_from"], nb.cells[1].metadata["nbgrader"]["grade_id"]
     ('solutions/01_demo.ipynb', 'test_double')
+    >>> nb.cells[1].metadata["tags"]
+    ['raises-exception']
     """
     nb = with_nbgrader_metadata(solution)
     tests = {i for ex in exercises_of(nb) for i in ex.tests}
@@ -39,8 +45,9 @@ def student_notebook(solution, name: str = "notebook"):
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
             cell.metadata.pop("execution", None)
-        if i in tests:
+        if i in tests:  # locked; and Run All goes on past a failing check to show every exercise's state
             cell.metadata.update(editable=False, deletable=False)
+            cell.metadata["tags"] = sorted(set(cell.metadata.get("tags", [])) | {RAISES_EXCEPTION})
     nb.metadata["metahpo"] = {"generated_from": f"solutions/{name}", "source_hash": content_hash(nb)}
     return nb
 

@@ -17,6 +17,8 @@ from .notebooks import defined_functions, exercises_of, solution_for, strip_sour
 from .running import DIED, OK, TIMEOUT, cell_errors, run_cells
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
+#: error names of an unsolved exercise: its own stub, or a self-check saying so (``checks.ExerciseNotWritten``)
+NOT_WRITTEN = ("NotImplementedError", "ExerciseNotWritten")
 _NAME_ERROR = re.compile(r"name '(\w+)' is not defined")
 _REFERENCE = re.compile(r"\bref_\w+")
 
@@ -116,7 +118,7 @@ def _first_error(errors) -> str:
 def _explain(ex, number, plan, errors, earlier, own_errors=()) -> tuple[str, str]:
     """(status, message) of an exercise whose cells raised ``errors`` (``own_errors``: its answer cells')."""
     undone = [(k, g.exercise) for k, g in enumerate(earlier, 1) if g.status == NOT_ATTEMPTED]
-    if any(n == "NotImplementedError" for n, _ in errors):
+    if any(n in NOT_WRITTEN for n, _ in errors):
         if plan.stub or not plan.answers:
             return NOT_ATTEMPTED, "still raises NotImplementedError"
         if undone:

@@ -22,9 +22,11 @@ import pytest
 
 from conftest import ROOT, SCREENSHOTS, Console
 
-# the chapter with a widget whose run is the shortest: chapter 01 (one slider, about a minute)
+# the chapters with a slider widget; the test runs the first (chapter 01, about a minute)
 WIDGET_CHAPTERS = sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")
-                         if "widgets.interact" in p.read_text(encoding="utf-8"))
+                         if "sliders(" in p.read_text(encoding="utf-8"))
+# an unsolved exercise notebook: Run All must show every exercise's state, one plain line each
+UNSOLVED = ROOT / "exercises" / "02_finite_differences.ipynb"
 RUN_ALL_TIMEOUT_S = 300
 
 
@@ -98,7 +100,7 @@ def test_notebook_00_opens(lab, page):
     assert not page.console.errors, page.console.errors
 
 
-@pytest.mark.skipif(not WIDGET_CHAPTERS, reason="no chapter uses widgets.interact")
+@pytest.mark.skipif(not WIDGET_CHAPTERS, reason="no chapter uses metahpo_lib.widgets.sliders")
 def test_run_all_and_move_a_slider(lab, page):
     base, token = lab
     notebook = WIDGET_CHAPTERS[0]
@@ -148,3 +150,36 @@ def test_run_all_and_move_a_slider(lab, page):
 
     assert not page.console.errors, page.console.errors
     assert hashlib.sha256(notebook.read_bytes()).hexdigest() == digest, f"{notebook} was written by the test"
+
+
+def _open(page, base: str, token: str, relpath: str) -> None:
+    page.goto(f"{base}/lab/tree/{relpath}?token={token}")
+    page.wait_for_selector(".jp-NotebookPanel", timeout=120_000)
+    name = relpath.rsplit("/", 1)[-1]
+    page.wait_for_function(f"""() => [...document.querySelectorAll('.lm-TabBar-tab.lm-mod-current')]
+        .some(t => t.textContent.includes('{name}'))""", timeout=60_000)
+    _wait_kernel_idle(page, 120)
+
+
+def test_run_all_on_unsolved_exercises_shows_every_state(lab, page):
+    """Run All on a fresh exercise notebook runs to the end: each self-check says in one line that its
+    exercise is not written yet (no traceback), and the cells after the first check still run."""
+    base, token = lab
+    digest = hashlib.sha256(UNSOLVED.read_bytes()).hexdigest()
+    _open(page, base, token, f"exercises/{UNSOLVED.name}")
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    page.wait_for_function("""() => {
+        const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
+        return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+    }""", timeout=RUN_ALL_TIMEOUT_S * 1000, polling=1000)
+    _wait_kernel_idle(page, 60)
+    page.screenshot(path=SCREENSHOTS / f"lab-{UNSOLVED.stem}-unsolved.png", full_page=True)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    texts = [errors.nth(i).inner_text() for i in range(errors.count())]
+    checks = sum('"grade": true' in json.dumps(c.get("metadata", {}))
+                 for c in json.loads(UNSOLVED.read_text(encoding="utf-8"))["cells"])
+    not_written = [t for t in texts if "is not written yet" in t]
+    assert len(not_written) == checks, texts
+    assert not [t for t in texts if "Traceback" in t], texts
+    assert hashlib.sha256(UNSOLVED.read_bytes()).hexdigest() == digest, f"{UNSOLVED} was written by the test"
