@@ -20,7 +20,7 @@ def _ridge(X, y, alpha):
 def test_checks_pass_on_the_reference(capsys):
     ch01.ridge_closed_form(_ridge)
     ch01.validation_curve(ch01.ref_validation_curve)
-    ch01.random_search(ch01.ref_random_search)
+    ch01.expected_improvement(ch01.ref_expected_improvement)
     ch01.ridge_hypergradient(ch01.ref_ridge_hypergradient)
     assert capsys.readouterr().out.count("✔") == 4
 

@@ -187,10 +187,10 @@ def record(module) -> dict:
     >>> from metahpo_lib import checks
     >>> from metahpo_lib.checks import ch01
     >>> results = checks.record(ch01)
-    ✔ ref_random_search matches the reference on 3 seeded case(s).
+    ✔ ref_expected_improvement matches the reference on 4 seeded case(s).
     ...
     >>> sorted(results)[0]
-    'metahpo_lib.checks.ch01.random_search[0] a quadratic, budget=1, seed=0'
+    'metahpo_lib.checks.ch01.expected_improvement[0] 6 seeded points, best=0.0, xi=0.0'
     """
     global _recorder
     _recorder = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import hypergrad, problems
+from ..hpo import bayesopt
 from . import compare
 
 
@@ -73,37 +74,45 @@ def validation_curve(fn) -> None:
             name=getattr(fn, "__name__", "validation_curve"))
 
 
-def ref_random_search(objective, low, high, budget, seed):
-    """Log-uniform random search on [low, high] (natural-log bounds), as the exercise specifies (notebook 01):
-    ``x_i = low + u_i (high - low)``, ``u`` uniform from ``seed``; returns ``(xs, values, best_so_far)``.
+def ref_expected_improvement(mean, std, best, xi=0.0):
+    r"""Expected improvement below ``best`` (minimisation) of :math:`f \sim N(\mu, \sigma^2)`, elementwise
+    (notebook 01): :math:`(f_{best} - \xi - \mu)\Phi(z) + \sigma\varphi(z)`, :math:`z = (f_{best} - \xi - \mu)/\sigma`,
+    and :math:`\max(f_{best} - \xi - \mu, 0)` where :math:`\sigma = 0`.
+
+    >>> import torch
+    >>> from metahpo_lib.checks import ch01
+    >>> ei = ch01.ref_expected_improvement(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]), 0.5)
+    >>> [round(v, 4) for v in ei.tolist()]
+    [0.6978, 0.0]
+    """
+    return bayesopt.expected_improvement(mean, std, best, xi)
+
+
+def _ei_case(seed: int, m: int, zero_std: int):
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(m, generator=g, dtype=torch.float64)
+    std = torch.rand(m, generator=g, dtype=torch.float64) * 1.5
+    std[:zero_std] = 0.0
+    return mean, std
+
+
+def expected_improvement(fn) -> None:
+    """Check ``fn(mean, std, best, xi) -> tensor`` (the expected-improvement acquisition) against the library's
+    :func:`~metahpo_lib.hpo.bayesopt.expected_improvement` in float64, with and without ``xi`` and where
+    ``std`` is 0 (notebook 01).
 
     >>> from metahpo_lib.checks import ch01
-    >>> xs, values, best = ch01.ref_random_search(lambda x: (x - 1.3) ** 2, -5.0, 5.0, 4, 0)
-    >>> [round(v, 4) for v in best.tolist()]
-    [11.5636, 0.6056, 0.6056, 0.6056]
+    >>> ch01.expected_improvement(ch01.ref_expected_improvement)
+    ✔ ref_expected_improvement matches the reference on 4 seeded case(s).
     """
-    u = torch.rand(budget, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    xs = low + u * (high - low)
-    values = [float(objective(x)) for x in xs]
-    best, curve = float("inf"), []
-    for v in values:
-        best = min(best, v)
-        curve.append(best)
-    return xs, torch.tensor(values, dtype=torch.float64), torch.tensor(curve, dtype=torch.float64)
-
-
-def random_search(fn) -> None:
-    """Check ``fn(objective, low, high, budget, seed) -> (xs, values, best_so_far)`` (notebook 01).
-
-    >>> from metahpo_lib.checks import ch01
-    >>> ch01.random_search(ch01.ref_random_search)
-    ✔ ref_random_search matches the reference on 3 seeded case(s).
-    """
-    def quadratic(x):
-        return (x - 1.3) ** 2
-
-    cases = [(f"a quadratic, budget={b}, seed={s}", (quadratic, -5.0, 5.0, b, s), {}) for b, s in [(1, 0), (10, 1), (25, 7)]]
-    compare(fn, ref_random_search, cases, name=getattr(fn, "__name__", "random_search"))
+    cases = []
+    for seed, m, zero_std, best, xi in [(0, 6, 0, 0.0, 0.0), (1, 20, 0, -0.5, 0.1), (2, 8, 3, 0.3, 0.0),
+                                        (3, 50, 5, 1.0, 0.5)]:
+        mean, std = _ei_case(seed, m, zero_std)
+        where = f", {zero_std} of them with std = 0" if zero_std else ""
+        cases.append((f"{m} seeded points{where}, best={best}, xi={xi}", (mean, std, best, xi), {}))
+    compare(fn, ref_expected_improvement, cases, name=getattr(fn, "__name__", "expected_improvement"),
+            rtol=1e-8, atol=1e-12)
 
 
 def ref_ridge_hypergradient(X_train, y_train, X_val, y_val, log_alpha):
