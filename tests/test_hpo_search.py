@@ -185,7 +185,17 @@ def _needs_optuna(name):
         pytest.importorskip("optuna")
 
 
-@pytest.mark.parametrize("name", sorted(set(hpo.METHODS) - {"zero_shot"}))
+# "mixture" transfers from other tables: it needs a TableBenchmark problem (tested in test_hpo_transfer.py)
+TABLE_ONLY = {"mixture"}
+
+
+def test_table_only_methods_refuse_a_plain_problem():
+    for name in TABLE_ONLY:
+        with pytest.raises(ValueError, match="problem must carry sources"):
+            hpo.run_method(name, _quadratic(), 5, seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(set(hpo.METHODS) - {"zero_shot"} - TABLE_ONLY))
 def test_every_registered_method(name):
     """The contract: a History of at most ``budget`` trials inside the space, the warm start
     evaluated first, reproducible for a given seed."""

@@ -14,7 +14,8 @@ Every method is a function ::
 
 A new HPO baseline plugs in by registering one such function with :func:`register`, as a
 new sampler plugs into Optuna. Built in: ``"grid"``, ``"random"`` (:func:`~metahpo_lib.hpo.random_search`),
-``"tpe"``, ``"gp"`` (Optuna samplers), ``"hgd"`` (:func:`~metahpo_lib.hpo.hypergradient_descent`)
+``"tpe"``, ``"gp"`` (Optuna samplers), ``"hgd"`` (:func:`~metahpo_lib.hpo.hypergradient_descent`),
+``"mixture"`` (:func:`~metahpo_lib.hpo.mixture_search`, transfer from other data sets' tables)
 and ``"zero_shot"`` (evaluate the warm start in order, nothing else).
 
 :func:`run_method` also reads names that say where a warm start comes from, given a dict
@@ -31,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .. import _validate as V
 from .descent import hypergradient_descent
+from .mixture import mixture_search
 from .search import History, SearchProblem, grid_search, random_search
 from .studies import optuna_search
 
@@ -97,6 +99,13 @@ def _tpe(problem, budget, *, seed, warm_start):
 def _gp(problem, budget, *, seed, warm_start):
     """Optuna's Gaussian-process sampler; the warm start is enqueued."""
     return optuna_search(problem.objective, problem.space, budget, sampler="gp", seed=seed, warm_start=warm_start)
+
+
+@register("mixture")
+def _mixture(problem, budget, *, seed, warm_start):
+    """Transfer across tables (:func:`~metahpo_lib.hpo.mixture_search`): needs a problem with
+    ``sources`` (``TableBenchmark.problem(seed, sources=...)``); deterministic, ``seed`` is unused."""
+    return mixture_search(problem, budget, warm_start=warm_start)
 
 
 @register("zero_shot")

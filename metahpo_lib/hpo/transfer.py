@@ -5,8 +5,8 @@ r"""HPO across data sets: zero-shot portfolios, the leave-one-data-set-out proto
   add one configuration at a time, each time the one minimising
   :math:`\frac1T \sum_t \min_{c \in P} R[t, c]`.
 - :func:`leave_one_dataset_out`: the HPO-B protocol (Pineda-Arango et al. 2021): for each
-  data set, portfolio methods see the tables of the *other* data sets only; every method runs
-  through the registry (:func:`~metahpo_lib.hpo.run_method`).
+  data set, transfer methods (the portfolio, ``"mixture"``) see the tables of the *other*
+  data sets only; every method runs through the registry (:func:`~metahpo_lib.hpo.run_method`).
 - :func:`average_ranks`: ranks of methods at budgets (confidence intervals:
   :func:`metahpo_lib.stats.mean_ci`).
 """
@@ -24,8 +24,9 @@ from .tables import TableBenchmark, dataset_names
 
 __all__ = ["LODO_METHODS", "greedy_portfolio", "average_ranks", "leave_one_dataset_out"]
 
-#: the methods :func:`leave_one_dataset_out` runs by default (``"portfolio"`` is the zero-shot start)
-LODO_METHODS = ("random", "tpe", "gp", "portfolio", "portfolio+tpe")
+#: the methods :func:`leave_one_dataset_out` runs by default (``"portfolio"`` is the zero-shot start,
+#: ``"mixture"`` :func:`~metahpo_lib.hpo.mixture_search`)
+LODO_METHODS = ("random", "tpe", "gp", "portfolio", "portfolio+tpe", "mixture")
 
 
 def greedy_portfolio(regrets, size: int) -> list[int]:
@@ -95,7 +96,8 @@ def average_ranks(curves: dict, at: Sequence[int] = (5, 10, 25, 50)) -> dict:
 
 def _check_lodo(names, methods, budget, warm_start_size, seeds) -> list[int]:
     if len(names) < 2:
-        raise ValueError(f"datasets must hold at least 2 data sets (one held out, one to learn from), got {names}")
+        raise ValueError(f"datasets must hold at least 2 data sets (one held out, one to learn from): "
+                         f"leave-one-data-set-out is impossible with {names}")
     for m in methods:
         parse_method(m, ["portfolio"], arg="methods")
     V.positive_int(budget, "budget")
@@ -108,18 +110,24 @@ def _check_lodo(names, methods, budget, warm_start_size, seeds) -> list[int]:
 
 def leave_one_dataset_out(benchmark: str = "hpobench", datasets: Sequence[str] | None = None, *,
                           methods: Sequence[str] = LODO_METHODS, budget: int = 50, seeds: Sequence[int] = range(10),
-                          metric: str | None = None, warm_start_size: int = 5, progress: bool = False) -> dict:
+                          metric: str | None = None, warm_start_size: int = 5, normalization: str = "quantile",
+                          held_out: Sequence[str] | None = None, progress: bool = False) -> dict:
     """Run every method on every data set with every seed, the HPO-B way.
 
     The zero-shot portfolio for data set ``D`` is :func:`greedy_portfolio` on the normalised
-    regret tables of the other data sets, the start ``"portfolio"`` of
-    :func:`~metahpo_lib.hpo.run_method`: ``"portfolio"`` evaluates its first ``budget`` members in
-    order, ``"portfolio+tpe"`` enqueues the first ``warm_start_size`` of them and continues with
-    TPE; any registered method works (``"random"``, ``"gp"``, ``"portfolio+gp"``, ...). Each run
-    observes noisy losses (one stored training run per call, drawn with the run's seed, the same
-    for every method) and is scored by the normalised regret of the *mean* loss of its incumbent.
+    regret tables (``normalization``, :class:`~metahpo_lib.hpo.TableBenchmark`) of the other
+    data sets (also the ``sources`` of ``D``'s problem, which ``"mixture"`` reads); it is the
+    start ``"portfolio"`` of :func:`~metahpo_lib.hpo.run_method`: ``"portfolio"`` evaluates its
+    first ``budget`` members in order, ``"portfolio+tpe"`` enqueues the first
+    ``warm_start_size`` of them and continues with TPE; any registered method works
+    (``"random"``, ``"gp"``, ``"portfolio+gp"``, ...). Each run observes noisy losses (one
+    stored training run per call, drawn with the run's seed, the same for every method) and is
+    scored by the normalised regret of the *mean* loss of its incumbent.
 
-    Returns ``{"curves": {method: array (datasets, seeds, budget)}, "datasets": [...],
+    ``held_out``: the data sets to hold out in turn (default: every one of ``datasets``; the
+    others still serve as sources), to split a long run over processes.
+
+    Returns ``{"curves": {method: array (held-out data sets, seeds, budget)}, "datasets": [...],
     "seeds": [...], "portfolios": {dataset: [config, ...]}, ...}``.
 
     >>> from metahpo_lib.hpo import leave_one_dataset_out
@@ -131,22 +139,26 @@ def leave_one_dataset_out(benchmark: str = "hpobench", datasets: Sequence[str] |
     names = list(dataset_names(benchmark) if datasets is None else datasets)
     methods = list(methods)
     seeds = _check_lodo(names, methods, budget, warm_start_size, seeds)
-    benches = {d: TableBenchmark(benchmark, d, metric) for d in names}
+    held = names if held_out is None else list(held_out)
+    if not held or not set(held) <= set(names):
+        raise ValueError(f"held_out must be a non-empty subset of the data sets {names}, got {held_out!r}")
+    benches = {d: TableBenchmark(benchmark, d, metric, normalization=normalization) for d in names}
     regret = {d: b.regret_table() for d, b in benches.items()}
-    curves = {m: np.zeros((len(names), len(seeds), budget)) for m in methods}
+    curves = {m: np.zeros((len(held), len(seeds), budget)) for m in methods}
     portfolios = {}
-    bar = tqdm(total=len(names) * len(seeds) * len(methods), disable=not progress, desc="LODO")
-    for i, d in enumerate(names):
+    bar = tqdm(total=len(held) * len(seeds) * len(methods), disable=not progress, desc="LODO")
+    for i, d in enumerate(held):
         bench = benches[d]
         others = np.stack([regret[o] for o in names if o != d])
         portfolios[d] = [bench.config(j) for j in greedy_portfolio(others, budget)]
         for s_i, seed in enumerate(seeds):
             for m in methods:
-                hist = run_method(m, bench.problem(seed=seed), budget, seed=seed,
+                hist = run_method(m, bench.problem(seed=seed, sources=others), budget, seed=seed,
                                   starts={"portfolio": portfolios[d]}, warm_start_size=warm_start_size)
                 reg = bench.incumbent_regret(hist.configs, hist.values)
                 curves[m][i, s_i] = np.concatenate([reg, np.full(budget - len(reg), reg[-1])])  # stopped early
                 bar.update()
     bar.close()
-    return {"curves": curves, "datasets": names, "seeds": seeds, "portfolios": portfolios,
-            "benchmark": benchmark, "budget": budget, "warm_start_size": warm_start_size}
+    return {"curves": curves, "datasets": held, "seeds": seeds, "portfolios": portfolios,
+            "benchmark": benchmark, "budget": budget, "warm_start_size": warm_start_size,
+            "normalization": normalization}
