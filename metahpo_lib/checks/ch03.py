@@ -136,3 +136,41 @@ def sgd_hd_step(fn) -> None:
              ("random previous gradients", (params, grads, prev, 0.01, 0.1), {}),
              ("aligned gradients: lr must grow", (params, grads, aligned, 0.02, 0.01), {})]
     compare(fn, ref_sgd_hd_step, cases, name=getattr(fn, "__name__", "sgd_hd_step"), rtol=1e-10, atol=1e-12)
+
+
+def ref_truncated_hypergradient(problem, hparams, steps, lr, truncate):
+    r"""Truncated reverse mode (notebook 03): run ``steps - truncate`` GD steps without a graph, then
+    ``truncate`` steps with one, and differentiate :math:`L_{val}(\theta_T, \lambda)` through those last
+    steps only; a dict like ``hparams`` (``hypergrad.unrolled(..., truncate=K)``).
+
+    >>> import torch
+    >>> from metahpo_lib import problems
+    >>> from metahpo_lib.checks import ch03
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)
+    >>> p = problems.ridge(X, y, X, y, per_feature=True)
+    >>> h = {"log_alpha": torch.zeros(2, dtype=torch.float64)}
+    >>> full = ch03.ref_truncated_hypergradient(p, h, 50, 0.3, 50)["log_alpha"]
+    >>> last = ch03.ref_truncated_hypergradient(p, h, 50, 0.3, 1)["log_alpha"]
+    >>> [round(v, 4) for v in full.tolist()], [round(v, 4) for v in last.tolist()]   # K = 1: the last step only
+    ([0.0026, 0.0874], [0.0032, 0.0712])
+    """
+    return dict(hypergrad.unrolled(problem, hparams, inner.GD(lr), steps=steps, truncate=truncate))
+
+
+def truncated_hypergradient(fn) -> None:
+    """Check ``fn(problem, hparams, steps, lr, truncate) -> dict like hparams`` against
+    ``hypergrad.unrolled(..., truncate=K)`` in float64 (notebook 03).
+
+    >>> from metahpo_lib.checks import ch03
+    >>> ch03.truncated_hypergradient(ch03.ref_truncated_hypergradient)
+    ✔ ref_truncated_hypergradient matches the reference on 4 seeded case(s).
+    """
+    cases = []
+    for seed, steps, lr, K in [(6, 20, 0.2, 1), (7, 40, 0.3, 5), (8, 60, 0.3, 20), (9, 30, 0.25, 30)]:
+        X, y, Xv, yv, la = _data(seed)
+        p = problems.ridge(X, y, Xv, yv, per_feature=True)
+        note = " (K = T: the full unroll)" if K == steps else ""
+        cases.append((f"per-feature ridge, steps={steps}, lr={lr}, truncate={K}{note}", (p, {"log_alpha": la}, steps, lr, K), {}))
+    compare(fn, ref_truncated_hypergradient, cases, name=getattr(fn, "__name__", "truncated_hypergradient"),
+            rtol=1e-8, atol=1e-12)

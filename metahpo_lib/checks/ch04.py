@@ -99,36 +99,56 @@ def ift_hypergradient(fn) -> None:
             rtol=1e-6, atol=1e-9)
 
 
-def ref_precision_recall(weights, flipped, threshold=0.5):
-    """Flag the examples with weight < threshold; precision = TP / flagged and recall = TP / flipped of the
-    flags (0.0 when undefined; notebook 04).
+def ref_example_weight_hypergradient(X, y, X_val, y_val, z, gamma):
+    r"""Hypergradient of the validation loss with respect to per-example weight logits ``z`` of weighted
+    ridge regression (notebook 04), by autograd through the closed-form solution (float64):
+    :math:`L_{train}(\theta, z) = \frac1n\sum_i \sigma(z_i)\,\tfrac12(x_i^\top\theta - y_i)^2 + \tfrac\gamma2\lVert\theta\rVert^2`,
+    :math:`L_{val}(\theta) = \frac1{2m}\lVert X_{val}\theta - y_{val}\rVert^2`; returns the ``(n,)`` tensor
+    :math:`dL_{val}/dz = -\tfrac1n\,\sigma'(z)\odot r\odot (Xq)` with :math:`r = X\theta^* - y`, :math:`Hq = \nabla_\theta L_{val}`.
 
     >>> import torch
     >>> from metahpo_lib.checks import ch04
-    >>> weights = torch.tensor([0.2, 0.8, 0.4, 0.9])          # flags examples 0 and 2
-    >>> ch04.ref_precision_recall(weights, torch.tensor([True, True, False, False]))
-    (0.5, 0.5)
+    >>> X = torch.tensor([[1.0], [1.0], [1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([0.0, 0.0, 3.0], dtype=torch.float64)          # the third target is an outlier
+    >>> g = ch04.ref_example_weight_hypergradient(X, y, X, torch.zeros(3, dtype=torch.float64),
+    ...                                          torch.zeros(3, dtype=torch.float64), 1e-3)
+    >>> [round(v, 4) for v in g.tolist()]                               # raising the outlier's weight hurts
+    [-0.1657, -0.1657, 0.3323]
     """
-    flagged = weights < threshold
-    tp = int((flagged & flipped).sum())
-    nf, np_ = int(flagged.sum()), int(flipped.sum())
-    return (tp / nf if nf else 0.0, tp / np_ if np_ else 0.0)
+    z = z.detach().clone().requires_grad_(True)
+    n, d = X.shape
+    s = torch.sigmoid(z)
+    H = X.T @ (s[:, None] * X) / n + gamma * torch.eye(d, dtype=X.dtype, device=X.device)
+    theta = torch.linalg.solve(H, X.T @ (s * y) / n)
+    val = 0.5 * (X_val @ theta - y_val).pow(2).mean()
+    return torch.autograd.grad(val, z)[0]
 
 
-def precision_recall(fn) -> None:
-    """Check ``fn(weights, flipped, threshold=0.5) -> (precision, recall)`` (two floats; notebook 04).
+def _weight_cases():
+    cases = []
+    for seed, n, d, m, corrupt in [(0, 8, 2, 6, 0.0), (1, 60, 5, 40, 0.2), (2, 300, 20, 100, 0.3)]:
+        g = torch.Generator().manual_seed(seed)
+        X = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.logspace(0, -1, d, dtype=torch.float64)
+        Xv = torch.randn(m, d, generator=g, dtype=torch.float64) * torch.logspace(0, -1, d, dtype=torch.float64)
+        w = torch.randn(d, generator=g, dtype=torch.float64)
+        y = X @ w + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+        bad = torch.rand(n, generator=g) < corrupt
+        y = torch.where(bad, y + 3 * torch.randn(n, generator=g, dtype=torch.float64), y)
+        yv = Xv @ w + 0.1 * torch.randn(m, generator=g, dtype=torch.float64)
+        z = torch.randn(n, generator=g, dtype=torch.float64)
+        gamma = 10.0 ** -(seed + 1)
+        cases.append((f"n={n} examples, d={d} features, {int(bad.sum())} corrupted targets, gamma={gamma:g}",
+                      (X, y, Xv, yv, z, gamma), {}))
+    return cases
+
+
+def example_weight_hypergradient(fn) -> None:
+    """Check ``fn(X, y, X_val, y_val, z, gamma) -> (n,) tensor``: the implicit hypergradient of per-example
+    weights of ridge regression (notebook 04), against autograd through the closed form.
 
     >>> from metahpo_lib.checks import ch04
-    >>> ch04.precision_recall(ch04.ref_precision_recall)
-    ✔ ref_precision_recall matches the reference on 4 seeded case(s).
+    >>> ch04.example_weight_hypergradient(ch04.ref_example_weight_hypergradient)
+    ✔ ref_example_weight_hypergradient matches the reference on 3 seeded case(s).
     """
-    g = torch.Generator().manual_seed(4)
-    flipped = torch.rand(200, generator=g) < 0.3
-    weights = torch.where(flipped, 0.3, 0.7) + 0.35 * torch.randn(200, generator=g)
-    cases = [
-        ("200 examples, 30% flipped, noisy weights", (weights, flipped), {}),
-        ("the same with threshold=0.3", (weights, flipped), {"threshold": 0.3}),
-        ("nothing flagged (all weights 1)", (torch.ones(10), torch.tensor([True] * 3 + [False] * 7)), {}),
-        ("every example flagged", (torch.zeros(6), torch.tensor([True, False] * 3)), {}),
-    ]
-    compare(fn, ref_precision_recall, cases, name=getattr(fn, "__name__", "precision_recall"), rtol=1e-12, atol=0)
+    compare(fn, ref_example_weight_hypergradient, _weight_cases(),
+            name=getattr(fn, "__name__", "example_weight_hypergradient"), rtol=1e-6, atol=1e-10)
