@@ -306,6 +306,22 @@ class DigitsEpisodes:
         return (f"DigitsEpisodes({self.ways}-way, split={self.split!r}, digits={digits}, classes={self.num_classes}, "
                 f"{self.dtype}, {self.device})")
 
+    def dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every image of this split with its class index (into :attr:`classes`) as the label: ``(x, y)``,
+        ``x`` ``[n, 64]`` (or ``[n, 1, 8, 8]`` with ``flatten=False``), ``y`` ``[n]`` ``torch.long``. For
+        ordinary supervised pretraining on the split's classes (notebook 06, MAML for fine-tuning).
+
+        >>> x, y = DigitsEpisodes(5, train_digits=(0, 1, 2, 3, 4), rotations=(0,)).dataset()
+        >>> x.shape, sorted(set(y.tolist()))
+        (torch.Size([901, 64]), [0, 1, 2, 3, 4])
+        """
+        keep = torch.arange(self._max) < self._counts[:, None]                                  # [classes, max]
+        x = self._table[keep].reshape(-1, 1, 8, 8)
+        y = torch.arange(self.num_classes)[:, None].expand_as(keep)[keep]
+        if self.flatten:
+            x = x.reshape(len(x), 64)
+        return x.to(self.device, self.dtype), y.to(self.device)
+
     def sample(self, tasks: int, shots: int, query: int | None = None, *, seed=0, return_params: bool = False):
         """Draw ``tasks`` episodes with ``shots`` support and ``query`` (default 15) query images per class.
 

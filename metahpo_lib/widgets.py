@@ -76,7 +76,9 @@ def sliders(draw: Callable[..., None], **controls):
 
     _check_controls(draw, controls)
     draw(**{name: control.value for name, control in controls.items()})
-    plt.gcf().text(0.995, 0.005, STATIC_NOTE, ha="right", va="bottom", fontsize=7, color="0.45")
+    # just above the figure's top edge: notebooks save figures with a tight bounding box, so the
+    # note widens the picture instead of covering a title, a label or a legend
+    plt.gcf().text(0.995, 1.0, STATIC_NOTE, ha="right", va="bottom", fontsize=7, color="0.45")
     plt.show()
 
     def live(**values):

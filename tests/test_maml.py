@@ -434,3 +434,74 @@ def test_bad_loss_and_targets():
     flat = TaskBatch(b.x_support, b.y_support[..., 0], b.x_query, b.y_query[..., 0])   # targets [tasks, shots]
     with pytest.raises(ValueError, match=r"output for one task has shape \(6, 1\) but the targets have shape \(6,\)"):
         maml.MAML(mlp()).meta_grad(flat)
+
+
+def test_support_curvature_matches_the_explicit_hessian(device):
+    """Largest eigenvalue of each task's support-loss Hessian (w.r.t. the adapted keys) vs torch.func.hessian."""
+    from torch.func import hessian
+
+    net = mlp(width=4).to(device)
+    b = batch(device, tasks=3)
+    for learner in (maml.MAML(net, lr=0.1), maml.ANIL(net, lr=0.1)):
+        got = maml.support_curvature(learner, b, iters=300)
+        keys = learner.adapted_keys
+        base = {k: v.detach() for k, v in net.named_parameters()}
+        for i in range(3):
+            def f(flat):
+                p, o = dict(base), 0
+                for k in keys:
+                    n = base[k].numel()
+                    p[k] = flat[o:o + n].view_as(base[k])
+                    o += n
+                return mse(functional_call(net, p, (b.x_support[i],)), b.y_support[i])
+            H = hessian(f)(torch.cat([base[k].flatten() for k in keys]))
+            ev = torch.linalg.eigvalsh(H)
+            top = ev[ev.abs().argmax()]
+            assert float(got[i]) == pytest.approx(float(top), rel=1e-6)
+    with pytest.raises(TypeError, match="support"):
+        maml.support_curvature(maml.MAML(net), b.x_support)
+
+
+def test_stability_limit_of_the_inner_step():
+    """On a linear model (a quadratic loss), one step at lr < 2/L reduces the support loss, at lr > 2/L it can grow."""
+    net = nn.Linear(3, 1, bias=False).double()
+    b = Sinusoid(dtype=torch.float64).sample(4, 6, seed=0)
+    b = TaskBatch(b.x_support.expand(-1, -1, 3) * torch.tensor([1.0, 0.5, 0.1], dtype=torch.float64), b.y_support,
+                  b.x_query.expand(-1, -1, 3), b.y_query)
+    learner = maml.MAML(net)
+    L = maml.support_curvature(learner, b, iters=200)
+    for i in range(4):
+        one = tuple(t[i:i + 1] for t in b)
+        def support_loss_after(lr, steps=40):
+            W = maml.MAML(net, lr=lr).adapt(None, one, steps=steps)
+            return float(((learner.predict(W, one[0]) - one[1]) ** 2).mean())
+        start = support_loss_after(1.0, steps=0)
+        assert math.isfinite(float(L[i])) and float(L[i]) > 0
+        assert support_loss_after(1.9 / float(L[i])) < start
+        assert support_loss_after(2.1 / float(L[i])) > start
+
+
+def test_pretrain_and_new_head():
+    from metahpo_lib.maml import finetune
+
+    torch.manual_seed(0)
+    x, y = DigitsEpisodes(5, train_digits=(0, 1, 2, 3, 4), rotations=(0,)).dataset()
+    net = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 5))
+    before = {k: v.detach().clone() for k, v in net.named_parameters()}
+    params, curve = finetune.pretrain(net, x, y, iterations=150, lr=1e-2, seed=0, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in net.named_parameters())   # the model is not changed
+    acc = float((functional_call(net, params, (x,)).argmax(-1) == y).double().mean())
+    assert acc > 0.9 and len(curve.loss) == 150
+    again, _ = finetune.pretrain(net, x, y, iterations=150, lr=1e-2, seed=0, progress=False)
+    assert all(torch.equal(params[k], again[k]) for k in params)                # seeded
+    new = finetune.with_new_head(net, params, ways=3)
+    assert torch.equal(new[0].weight, params["0.weight"]) and new[2].weight.shape == (3, 16)
+    assert float(new[2].weight.detach().abs().sum()) == 0 and float(new[2].bias.detach().abs().sum()) == 0
+    learner = maml.ANIL(new, loss="cross_entropy")
+    assert learner.adapted_keys == ["2.weight", "2.bias"]
+    with pytest.raises(TypeError, match="y must be a torch.long"):
+        finetune.pretrain(net, x, y.double(), iterations=1, progress=False)
+    with pytest.raises(ValueError, match="ways"):
+        finetune.with_new_head(net, params, ways=1)
+    with pytest.raises(ValueError, match="nn.Linear"):
+        finetune.with_new_head(nn.Sequential(nn.ReLU(), nn.Tanh()).append(nn.Conv1d(1, 1, 1)), None, ways=2)

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import sklearn.datasets
 import pytest
 import torch
 
@@ -157,3 +158,17 @@ def test_bad_arguments():
     check_sampler(DigitsEpisodes(5))
     with pytest.raises(TypeError, match="sampler must have a method sample"):
         check_sampler(Sinusoid().sample(2, 2))
+
+
+def test_digits_dataset_pools_the_split_with_class_labels():
+    ep = DigitsEpisodes(5, split="test", train_digits=(0, 1, 2, 3, 4), rotations=(0, 1))
+    x, y = ep.dataset()
+    d = sklearn.datasets.load_digits()
+    n = int(sum((d.target == k).sum() for k in range(5, 10)))
+    assert x.shape == (2 * n, 64) and y.shape == (2 * n,) and y.dtype == torch.long
+    assert torch.bincount(y).sum() == 2 * n and int(y.max()) == ep.num_classes - 1
+    for c in (0, 3):   # images of class c are the digit turned by its rotation
+        digit, rot = ep.classes[c]
+        want = torch.rot90(torch.as_tensor(d.images[d.target == digit] / 16.0), rot, dims=(1, 2)).reshape(-1, 64)
+        assert torch.allclose(x[y == c].double(), want)
+    assert DigitsEpisodes(5, flatten=False).dataset()[0].shape[1:] == (1, 8, 8)

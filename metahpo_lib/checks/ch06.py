@@ -1,9 +1,9 @@
-"""Self-checks for the exercises of notebook 06 (MAML and family): ``ch06.sgd_step(fn)``,
-``ch06.maml_task_loss(fn)``, ``ch06.mean_ci(fn)``; the references are ``ref_*``.
+"""Self-checks for the exercises of notebook 06 (MAML and family): ``ch06.maml_task_loss(fn)``,
+``ch06.fomaml_meta_grad(fn)``, ``ch06.reptile_meta_grad(fn)``; the references are ``ref_*``.
 
 >>> from metahpo_lib.checks import ch06
->>> ch06.mean_ci(ch06.ref_mean_ci)
-✔ mean_ci matches the reference on 3 seeded case(s).
+>>> ch06.reptile_meta_grad(ch06.ref_reptile_meta_grad)
+✔ reptile_meta_grad matches the reference on 3 seeded tasks.
 """
 
 from __future__ import annotations
@@ -12,49 +12,52 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from . import compare, expected
-from .. import maml, stats
+from . import ExerciseNotWritten, compare, describe_difference, expected
+from .. import maml
 
-__all__ = ["sgd_step", "maml_task_loss", "mean_ci", "ref_sgd_step", "ref_maml_task_loss", "ref_mean_ci"]
-
-
-def _params(seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {"w": torch.randn(3, 2, generator=g, dtype=torch.float64), "b": torch.randn(2, generator=g, dtype=torch.float64)}
+__all__ = ["maml_task_loss", "fomaml_meta_grad", "reptile_meta_grad", "ref_maml_task_loss",
+           "ref_fomaml_meta_grad", "ref_reptile_meta_grad"]
 
 
-def ref_sgd_step(params, grads, lr):
-    """Reference for exercise 1: ``{k: params[k] - lr * grads[k]}``, ``lr`` a number or a dict.
-
-    >>> ref_sgd_step({"w": torch.tensor(1.0)}, {"w": torch.tensor(2.0)}, 0.25)
-    {'w': tensor(0.5000)}
-    """
-    if isinstance(lr, dict):
-        return {k: params[k] - lr[k] * grads[k] for k in params}
-    return {k: params[k] - lr * grads[k] for k in params}
+def _mse(model, params, x, y):
+    return ((functional_call(model, params, (x,)) - y) ** 2).mean()
 
 
-def sgd_step(fn) -> None:
-    """Check exercise 1: ``fn(params, grads, lr)`` -> ``{k: params[k] - lr * grads[k]}``; ``lr`` a number
-    or a dict (Meta-SGD).
-
-    >>> sgd_step(ref_sgd_step)
-    ✔ sgd_step matches the reference on 3 seeded case(s) and leaves its inputs unchanged.
-    """
-    p, g = _params(0), _params(1)
-    lrs = {k: v.abs() * 0.1 for k, v in _params(2).items()}
-    cases = [("a number lr=0.1", (p, g, 0.1), {}),
-             ("a per-entry learning-rate dict (Meta-SGD)", (p, g, lrs), {}),
-             ("lr=0 (nothing moves)", (p, g, 0.0), {})]
-    before = {k: v.clone() for k, v in p.items()}
-    compare(fn, ref_sgd_step, cases, name="sgd_step", quiet=True)
-    if any(not torch.equal(before[k], p[k]) for k in p):
-        raise AssertionError("sgd_step changed its input params in place; return a new dict instead")
-    print(f"✔ sgd_step matches the reference on {len(cases)} seeded case(s) and leaves its inputs unchanged.")
+def _sgd(model, params, x, y, lr, steps, create_graph):
+    """``steps`` SGD steps on the MSE of ``(x, y)`` from ``params`` (differentiable if ``create_graph``)."""
+    for _ in range(steps):
+        grads = torch.autograd.grad(_mse(model, params, x, y), list(params.values()), create_graph=create_graph)
+        params = {k: v - lr * g for (k, v), g in zip(params.items(), grads)}
+        if not create_graph:
+            params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    return params
 
 
+def _setup(seed: int = 0):
+    from ..tasks import Sinusoid
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    return model, Sinusoid(dtype=torch.float64).sample(3, 5, 6, seed=seed)
+
+
+def _leaves(model):
+    return {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
+
+
+def _call(fn, name, *args):
+    """``fn(*args)``; an unwritten exercise becomes one plain sentence, a crash says where."""
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise ExerciseNotWritten(name) from None
+    except Exception as e:
+        raise AssertionError(f"{name} raised {type(e).__name__}: {e}") from e
+
+
+# ---------------------------------------------------------------- exercise 1: the second-order MAML loss
 def ref_maml_task_loss(model, params, x_s, y_s, x_q, y_q, lr):
-    r"""Reference for exercise 2: :math:`L_Q(\theta - \alpha \nabla L_S(\theta))` (MSE), second order.
+    r"""Reference for exercise 1: :math:`L_Q(\theta - \alpha \nabla L_S(\theta))` (MSE), second order.
 
     >>> from torch import nn
     >>> net = nn.Linear(1, 1, bias=False)
@@ -63,10 +66,7 @@ def ref_maml_task_loss(model, params, x_s, y_s, x_q, y_q, lr):
     >>> ref_maml_task_loss(net, w, x, 0 * x, x, x, lr=0.25)   # w: 1 -> 1 - 0.25 * 2 = 0.5
     tensor(0.2500, grad_fn=<MeanBackward0>)
     """
-    loss_s = ((functional_call(model, params, (x_s,)) - y_s) ** 2).mean()
-    grads = torch.autograd.grad(loss_s, list(params.values()), create_graph=True)
-    fast = {k: v - lr * g for (k, v), g in zip(params.items(), grads)}
-    return ((functional_call(model, fast, (x_q,)) - y_q) ** 2).mean()
+    return _mse(model, _sgd(model, dict(params), x_s, y_s, lr, 1, create_graph=True), x_q, y_q)
 
 
 def _value_and_gradient(model, leaves, *args):
@@ -74,34 +74,19 @@ def _value_and_gradient(model, leaves, *args):
     return value.detach(), tuple(g.detach() for g in torch.autograd.grad(value, list(leaves.values())))
 
 
-def _mean_task_loss(model, b):
-    params = dict(model.named_parameters())
-    return (sum(ref_maml_task_loss(model, params, b.x_support[i], b.y_support[i], b.x_query[i], b.y_query[i], 0.1)
-                for i in range(3)) / 3).detach()
-
-
 def maml_task_loss(fn) -> None:
-    """Check exercise 2: ``fn(model, params, x_s, y_s, x_q, y_q, lr)``, the query MSE after one inner
+    """Check exercise 1: ``fn(model, params, x_s, y_s, x_q, y_q, lr)``, the query MSE after one inner
     SGD step on the support MSE, differentiable w.r.t. ``params`` through the inner step (second order).
 
     >>> maml_task_loss(ref_maml_task_loss)
     ✔ maml_task_loss matches the reference (value and second-order gradient) on 3 seeded tasks.
     """
-    from ..tasks import Sinusoid
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)).double()
-    b = Sinusoid(dtype=torch.float64).sample(3, 5, 6, seed=0)
+    model, b = _setup()
     for i, lr in [(0, 0.1), (1, 0.05), (2, 0.3)]:
         args = (b.x_support[i], b.y_support[i], b.x_query[i], b.y_query[i], lr)
-        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
+        leaves = _leaves(model)
         want, want_g = expected(_value_and_gradient, (model, leaves, *args), case=f"task {i}, lr={lr}")
-        try:
-            got = fn(model, leaves, *args)
-        except NotImplementedError:
-            raise
-        except Exception as e:
-            raise AssertionError(f"maml_task_loss raised {type(e).__name__}: {e}  (on task {i}, lr={lr})") from e
+        got = _call(fn, "maml_task_loss", model, leaves, *args)
         if not isinstance(got, torch.Tensor) or got.numel() != 1:
             raise AssertionError(f"maml_task_loss should return a scalar tensor, got {type(got).__name__}"
                                  + (f" of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else ""))
@@ -118,55 +103,121 @@ def maml_task_loss(fn) -> None:
                     f"maml_task_loss: the value is right but its gradient w.r.t. params[{k!r}] is not the "
                     "second-order MAML meta-gradient. Keep the inner gradient differentiable "
                     "(torch.autograd.grad(..., create_graph=True) or torch.func.grad), do not detach it")
-    # the batched library agrees with the per-task reference on the mean over tasks
-    learner = maml.MAML(model, lr=0.1)
-    lib = learner.meta_loss(b).detach()
-    ref = expected(_mean_task_loss, (model, b), case="mean over tasks")
-    assert torch.allclose(lib, ref, rtol=1e-10), "internal check: library and reference disagree"
     print("✔ maml_task_loss matches the reference (value and second-order gradient) on 3 seeded tasks.")
 
 
-def ref_mean_ci(values):
-    """Reference for exercise 3: :func:`metahpo_lib.stats.mean_ci` (Student t, 95%) as two floats.
+# ---------------------------------------------------------------- exercise 2: the FOMAML meta-gradient
+def ref_fomaml_meta_grad(model, params, x_s, y_s, x_q, y_q, lr, steps):
+    r"""Reference for exercise 2: :math:`\nabla_\phi L_Q(\phi)` at :math:`\phi` = ``steps`` SGD steps
+    of size ``lr`` on the support MSE from ``params`` (the inner gradients treated as constants).
 
-    >>> [round(v, 4) for v in ref_mean_ci([1.0, 2.0, 3.0, 4.0])]   # t_{0.975, 3} = 3.182
-    [2.5, 2.0543]
+    >>> from torch import nn
+    >>> net = nn.Linear(1, 1, bias=False)
+    >>> w = {"weight": torch.tensor([[1.0]])}
+    >>> x = torch.ones(2, 1)
+    >>> ref_fomaml_meta_grad(net, w, x, 0 * x, x, x, 0.25, 1)   # phi = 0.5, gradient 2 (phi - 1) = -1
+    {'weight': tensor([[-1.]])}
     """
-    ci = stats.mean_ci(values)
-    return ci.mean, ci.half_width
+    phi = _sgd(model, {k: v.detach().requires_grad_(True) for k, v in params.items()}, x_s, y_s, lr, steps, False)
+    grads = torch.autograd.grad(_mse(model, phi, x_q, y_q), list(phi.values()))
+    return {k: g.detach() for k, g in zip(phi, grads)}
 
 
-def mean_ci(fn) -> None:
-    r"""Check exercise 3: ``fn(values)`` -> ``(mean, half_width)`` of the Student-t 95% confidence interval,
-    :math:`t_{0.975,\,n-1}\, s / \sqrt n` with the sample standard deviation :math:`s`.
+def _wrong_fomaml(model, params, x_s, y_s, x_q, y_q, lr, steps):
+    """Two common mistakes: the query gradient at theta (no adaptation), and the second-order gradient."""
+    theta = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    at_theta = dict(zip(theta, torch.autograd.grad(_mse(model, theta, x_q, y_q), list(theta.values()))))
+    second = dict(zip(theta, torch.autograd.grad(
+        _mse(model, _sgd(model, dict(theta), x_s, y_s, lr, steps, True), x_q, y_q), list(theta.values()))))
+    return at_theta, second
 
-    >>> mean_ci(ref_mean_ci)
-    ✔ mean_ci matches the reference on 3 seeded case(s).
+
+def fomaml_meta_grad(fn) -> None:
+    r"""Check exercise 2: ``fn(model, params, x_s, y_s, x_q, y_q, lr, steps)`` -> the first-order MAML
+    meta-gradient of one task, a dict keyed like ``params``: the gradient of the query MSE at the
+    adapted weights :math:`\phi` (``steps`` SGD steps on the support MSE).
+
+    >>> fomaml_meta_grad(ref_fomaml_meta_grad)
+    ✔ fomaml_meta_grad matches the reference on 3 seeded tasks.
     """
-    from scipy.stats import t
-
-    g = torch.Generator().manual_seed(0)
-    cases = [("600 normal values", (torch.randn(600, generator=g, dtype=torch.float64) * 2 + 1,), {}),
-             ("10 uniform values", (torch.rand(10, generator=g, dtype=torch.float64),), {}),
-             ("2 values", (torch.tensor([1.0, 3.0], dtype=torch.float64),), {})]
-
-    def as_floats(values):
-        out = fn(values)
-        if not (isinstance(out, (tuple, list)) and len(out) == 2):
-            raise TypeError(f"mean_ci should return a pair (mean, half_width), got {type(out).__name__}")
-        return tuple(float(o) for o in out)
-
-    as_floats.__name__ = "mean_ci"
+    model, b = _setup(1)
+    cases = [(f"task {i}, lr={lr}, steps={s}", (model, _leaves(model), b.x_support[i], b.y_support[i], b.x_query[i],
+                                                 b.y_query[i], lr, s), {})
+             for i, (lr, s) in enumerate([(0.1, 1), (0.05, 3), (0.3, 2)])]
     try:
-        compare(as_floats, ref_mean_ci, cases, name="mean_ci", rtol=1e-6, quiet=True)
+        compare(fn, ref_fomaml_meta_grad, cases, name="fomaml_meta_grad", rtol=1e-7, atol=1e-10, quiet=True)
     except AssertionError as e:
-        v = cases[1][1][0]
-        half, n = float(fn(v)[1]), len(v)
+        try:
+            got = fn(*cases[0][1])
+        except Exception:   # the message of compare already says where it crashed
+            raise e from None
+        at_theta, second = _wrong_fomaml(*cases[0][1])
         hint = ""
-        if abs(half - 1.96 * float(v.std()) / n ** 0.5) < 1e-9:
-            hint = (" (you used the normal quantile 1.96; with few values use Student's t with n - 1 degrees of "
-                    "freedom, scipy.stats.t.ppf(0.975, n - 1))")
-        elif abs(half - t.ppf(0.975, n - 1) * float(v.std(correction=0)) / n ** 0.5) < 1e-9:
-            hint = " (you used the population std; use the sample std, dividing by n - 1)"
+        if describe_difference(got, at_theta, rtol=1e-7, atol=1e-10) is None:
+            hint = " (you returned the query gradient at params: adapt first, then take the gradient at phi)"
+        elif describe_difference(got, second, rtol=1e-7, atol=1e-10) is None:
+            hint = (" (you returned the second-order MAML gradient: FOMAML treats the inner gradients as constants, "
+                    "so detach phi and differentiate the query loss with respect to phi itself)")
         raise AssertionError(str(e) + hint) from None
-    print(f"✔ mean_ci matches the reference on {len(cases)} seeded case(s).")
+    print(f"✔ fomaml_meta_grad matches the reference on {len(cases)} seeded tasks.")
+
+
+# ---------------------------------------------------------------- exercise 3: the Reptile meta-gradient
+def ref_reptile_meta_grad(model, params, x_s, y_s, lr, steps):
+    r"""Reference for exercise 3: the Reptile pseudo-gradient :math:`\theta - \phi` of one task, with
+    :math:`\phi` = ``steps`` SGD steps of size ``lr`` on the MSE of ``(x_s, y_s)`` from :math:`\theta`.
+
+    >>> from torch import nn
+    >>> net = nn.Linear(1, 1, bias=False)
+    >>> w = {"weight": torch.tensor([[1.0]])}
+    >>> x = torch.ones(2, 1)
+    >>> ref_reptile_meta_grad(net, w, x, 0 * x, 0.25, 1)   # one step: lr * gradient = 0.25 * 2
+    {'weight': tensor([[0.5000]])}
+    """
+    theta = {k: v.detach() for k, v in params.items()}
+    phi = _sgd(model, {k: v.clone().requires_grad_(True) for k, v in theta.items()}, x_s, y_s, lr, steps, False)
+    return {k: theta[k] - phi[k].detach() for k in theta}
+
+
+def reptile_meta_grad(fn) -> None:
+    r"""Check exercise 3: ``fn(model, params, x_s, y_s, lr, steps)`` -> :math:`\theta - \phi`, a dict keyed
+    like ``params`` (``steps`` SGD steps of size ``lr`` on the support MSE give :math:`\phi`).
+
+    >>> reptile_meta_grad(ref_reptile_meta_grad)
+    ✔ reptile_meta_grad matches the reference on 3 seeded tasks.
+    """
+    model, b = _setup(2)
+    cases = [(f"task {i}, lr={lr}, steps={s}", (model, _leaves(model), b.x_support[i], b.y_support[i], lr, s), {})
+             for i, (lr, s) in enumerate([(0.1, 1), (0.05, 5), (0.2, 3)])]
+    try:
+        compare(fn, ref_reptile_meta_grad, cases, name="reptile_meta_grad", rtol=1e-7, atol=1e-10, quiet=True)
+    except AssertionError as e:
+        try:
+            got, want = fn(*cases[1][1]), ref_reptile_meta_grad(*cases[1][1])
+        except Exception:   # the message of compare already says where it crashed
+            raise e from None
+        hint = ""
+        if describe_difference(got, {k: -v for k, v in want.items()}, rtol=1e-7, atol=1e-10) is None:
+            hint = " (the sign is flipped: return theta - phi, the direction an optimiser steps against)"
+        elif describe_difference(got, {k: v / 0.05 for k, v in want.items()}, rtol=1e-7, atol=1e-10) is None:
+            hint = " (you divided by lr: the library's pseudo-gradient is theta - phi itself)"
+        raise AssertionError(str(e) + hint) from None
+    print(f"✔ reptile_meta_grad matches the reference on {len(cases)} seeded tasks.")
+
+
+def library_agrees(model, batch, lr: float, steps: int) -> bool:
+    """Internal check used by the hidden tests: the references agree with ``maml.MAML(first_order=True)``
+    and ``maml.Reptile`` on a one-task batch (float64).
+
+    >>> model, b = _setup()
+    >>> library_agrees(model, b, 0.1, 2)
+    True
+    """
+    one = tuple(t[:1] for t in batch)
+    fo, _ = maml.MAML(model, lr=lr, steps=steps, first_order=True).meta_grad(one)
+    rp, _ = maml.Reptile(model, lr=lr, steps=steps).meta_grad(one)
+    leaves = _leaves(model)
+    want_fo = ref_fomaml_meta_grad(model, leaves, one[0][0], one[1][0], one[2][0], one[3][0], lr, steps)
+    want_rp = ref_reptile_meta_grad(model, leaves, one[0][0], one[1][0], lr, steps)
+    return all(torch.allclose(fo[k], want_fo[k], rtol=1e-8, atol=1e-12) and
+               torch.allclose(rp[k], want_rp[k], rtol=1e-8, atol=1e-12) for k in leaves)

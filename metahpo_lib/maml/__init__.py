@@ -17,8 +17,10 @@ Modules:
   :class:`ANIL`, :class:`Reptile`, :class:`IMAML`, :class:`Pretrained`, each a few lines on
   top of :class:`MetaLearner`;
 - :mod:`.training`: :func:`meta_train` (the outer loop) and its :class:`LossCurve`;
-- :mod:`.evaluation`: :func:`evaluate` (metric after 0..N adaptation steps, 95% CIs) and
-  :class:`Evaluation`.
+- :mod:`.evaluation`: :func:`evaluate` (metric after 0..N adaptation steps, 95% CIs),
+  :class:`Evaluation` and :func:`support_curvature` (the inner-loop stability limit);
+- :mod:`.finetune`: :func:`~.finetune.pretrain` a classifier and give it a new head
+  (:func:`~.finetune.with_new_head`), the start of MAML for fine-tuning.
 
 Names: ``lr`` is the inner step size, ``meta_lr`` the outer one, ``steps`` the inner steps,
 ``iterations`` the meta-training iterations, ``seed`` an int or a ``torch.Generator``.
@@ -35,10 +37,11 @@ Names: ``lr`` is the inner step size, ``meta_lr`` the outer one, ``steps`` the i
 ([0, 1], 'mse')
 """
 
+from . import finetune
 from .base import LOSSES, MetaLearner, check_learner, check_model
-from .evaluation import Evaluation, evaluate
+from .evaluation import Evaluation, evaluate, support_curvature
 from .learners import ANIL, IMAML, MAML, MetaSGD, Pretrained, Reptile
 from .training import LossCurve, meta_train
 
-__all__ = ["MetaLearner", "MAML", "MetaSGD", "ANIL", "Reptile", "IMAML", "Pretrained", "meta_train", "LossCurve",
-           "evaluate", "Evaluation", "check_model", "check_learner", "LOSSES"]
+__all__ = ["finetune", "MetaLearner", "MAML", "MetaSGD", "ANIL", "Reptile", "IMAML", "Pretrained", "meta_train", "LossCurve",
+           "evaluate", "Evaluation", "support_curvature", "check_model", "check_learner", "LOSSES"]

@@ -3,6 +3,8 @@ r"""Evaluation of a meta-learned initialisation on new tasks (notebook 06): :fun
 For each of ``tasks`` test tasks, adapt with 0, 1, ..., ``steps`` inner steps on the support
 set and measure the query metric; report its mean over tasks and the Student-t 95% confidence
 interval :math:`\bar m \pm t_{0.975,\,n-1}\, s/\sqrt n` (:func:`metahpo_lib.stats.mean_ci`).
+:func:`support_curvature` measures the largest Hessian eigenvalue :math:`L` of each task's
+support loss, which bounds the stable inner learning rate (:math:`\alpha < 2/L`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import torch
 from torch.func import vmap
 
 from .. import _validate as V
+from .. import linalg
 from ..stats import MeanCI, mean_ci
 from ..tasks import check_sampler
 from .base import MetaLearner, Params, check_learner
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "support_curvature"]
 
 
 @dataclass
@@ -131,3 +134,49 @@ def evaluate(learner: MetaLearner, sampler, *, shots: int = 10, query: int | Non
     losses, metrics = torch.cat(losses), torch.cat(metrics)
     _warn_if_diverged(learner, losses)
     return Evaluation.from_tables(losses, metrics, "accuracy" if learner.loss_name == "cross_entropy" else learner.loss_name)
+
+
+def support_curvature(learner: MetaLearner, support, *, iters: int = 50, seed=0) -> torch.Tensor:
+    r"""Largest Hessian eigenvalue :math:`L_i` of each task's support loss at the learned
+    initialisation, w.r.t. the parameters the inner loop adapts, by power iteration (``iters``
+    Hessian-vector products, all tasks at once). Notebook 06.
+
+    On a quadratic, gradient descent with step :math:`\alpha` shrinks the error along the top
+    eigenvector by :math:`|1 - \alpha L|` per step: it is stable only for
+    :math:`\alpha < 2 / L` (the inner-loop stability limit). Returns a tensor ``[tasks]``
+    (the Rayleigh quotient :math:`v^\top H v` of the dominant direction; negative if that
+    direction has negative curvature).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from metahpo_lib import maml
+    >>> from metahpo_lib.tasks import Sinusoid
+    >>> learner = maml.MAML(nn.Linear(1, 1, bias=False).double())
+    >>> b = Sinusoid(dtype=torch.float64).sample(3, 5, seed=0)
+    >>> L = maml.support_curvature(learner, b)         # MSE of w*x: L = 2 mean(x^2)
+    >>> torch.allclose(L, 2 * (b.x_support ** 2).mean((1, 2)))
+    True
+    """
+    check_learner(learner)
+    V.positive_int(iters, "iters")
+    if not isinstance(support, (tuple, list)) or len(support) not in (2, 4):
+        raise TypeError("support must be a pair (x_support, y_support) of tensors [tasks, shots, ...]")
+    xs, ys = learner.check_batch((*support[:2], *support[:2]), "support")[:2]
+    g = V.generator(seed)
+    meta = {k: v.detach() for k, v in learner.meta_parameters().items()}
+    W = next(learner.inner_path(meta, xs, ys, 0))
+    keys = learner.adapted_keys
+    batched = vmap(learner.task_loss, randomness="different")
+    H = linalg.hvp(lambda p: batched({**W, **p}, xs, ys).sum(), {k: W[k] for k in keys})
+    v = {k: torch.randn(W[k].shape, generator=g, dtype=torch.float64).to(W[k]) for k in keys}
+    lam = torch.zeros(xs.shape[0], dtype=xs.dtype, device=xs.device)
+
+    def per_task(d):   # sum over every dimension but the task one
+        return sum(t.flatten(1).sum(1) for t in d.values())
+    for _ in range(iters):
+        norm = per_task({k: t ** 2 for k, t in v.items()}).sqrt().clamp_min(1e-30)
+        v = {k: t / norm.view(-1, *[1] * (t.ndim - 1)) for k, t in v.items()}
+        Hv = {k: t.detach() for k, t in H(v).items()}
+        lam = per_task({k: v[k] * Hv[k] for k in keys})
+        v = Hv
+    return lam.detach()
