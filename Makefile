@@ -51,7 +51,7 @@ bench: $(VENV)/.course
 	$(BIN)/python benchmarks/hypergrad.py        # unrolled vs higher, reverse vs forward, implicit vs torchopt
 	$(BIN)/python benchmarks/maml.py speed       # MAML meta-step vs loop, higher, torchopt, bare vmap
 	@echo "Long runs that regenerate the notebooks' result files (hours on a CPU):"
-	@echo "  $(BIN)/python benchmarks/maml.py reproduce;  $(BIN)/python benchmarks/meta_hpo.py all"
+	@echo "  $(BIN)/python benchmarks/maml.py reproduce;  $(BIN)/python benchmarks/meta_hpo_nets.py;  $(BIN)/python benchmarks/meta_hpo_tables.py"
 
 # the course website, from the committed executed notebooks (nothing re-executed), into build/site/:
 # any Sphinx warning fails it (-W), then every internal link and anchor is checked, and no page may

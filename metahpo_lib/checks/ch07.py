@@ -1,5 +1,5 @@
-"""Self-checks for the exercises of notebook 07 (meta-learning for HPO): ``ch07.meta_gradient(fn)``,
-``ch07.greedy_portfolio(fn)``, ``ch07.ranks_at(fn)``; the references are ``ref_*``."""
+"""Self-checks for the exercises of notebook 07 (meta-learning for HPO): ``ch07.maml_meta_gradient(fn)``,
+``ch07.incumbent_regret(fn)``, ``ch07.greedy_portfolio(fn)``; the references are ``ref_*``."""
 
 from __future__ import annotations
 
@@ -9,40 +9,89 @@ import torch
 from .. import hpo, meta
 from . import compare
 
-__all__ = ["meta_gradient", "greedy_portfolio", "ranks_at", "ref_meta_gradient", "ref_greedy_portfolio",
-           "ref_ranks_at"]
+__all__ = ["maml_meta_gradient", "incumbent_regret", "greedy_portfolio", "ref_maml_meta_gradient",
+           "ref_incumbent_regret", "ref_greedy_portfolio", "small_task"]
 
 
-def _tasks(seed: int, k: int = 3):
-    specs = meta.sample_specs(("synthetic",), k, seed=seed, n_range=(60, 120), d_max=8)
-    return meta.make_tasks(specs)
+def small_task(seed: int = 0) -> meta.Task:
+    """A small float64 held-out task (digits 5-9, 2 classes) for the checks.
+
+    >>> from metahpo_lib.checks import ch07
+    >>> ch07.small_task(0).X_train.dtype
+    torch.float64
+    """
+    spec = meta.TaskSpec("digits_5to9", 2, 64, 0.1, "none", 1.0, 0.0, seed=seed)
+    return meta.make_task(spec, dtype=torch.float64)
 
 
-def ref_meta_gradient(tasks, hparams):
-    """Mean over the task batch of each task's exact hypergradient (two hyperparameters):
-    :func:`metahpo_lib.meta.meta_gradient`.
+def ref_maml_meta_gradient(task, init, log_step, k, seed):
+    """The second-order MAML-style meta-gradient on 20-step trainings (inner and outer),
+    :func:`metahpo_lib.meta.maml_meta_gradient`.
 
     >>> import torch
+    >>> from metahpo_lib import meta
     >>> from metahpo_lib.checks import ch07
-    >>> h = {"log_alpha": torch.tensor(-2.0, dtype=torch.float64), "scale_power": torch.tensor(1.0, dtype=torch.float64)}
-    >>> sorted(ch07.ref_meta_gradient(ch07._tasks(0, k=2), h))
-    ['log_alpha', 'scale_power']
+    >>> loss, g = ch07.ref_maml_meta_gradient(ch07.small_task(0), meta.to_vector(meta.DEFAULT),
+    ...                                       torch.zeros(25, dtype=torch.float64), 1, 0)
+    >>> sorted(g)
+    ['init', 'log_step']
     """
-    return meta.meta_gradient(tasks, hparams)
+    return meta.maml_meta_gradient(task, init, log_step, k=k, seed=seed, steps=20, cheap_steps=20)
 
 
-def meta_gradient(fn) -> None:
-    """Check ``fn(tasks, hparams) -> {"log_alpha": (), "scale_power": ()}`` (batch-mean hypergradient).
+def maml_meta_gradient(fn) -> None:
+    """Check ``fn(task, init, log_step, k, seed) -> (outer loss float, {"init": (25,), "log_step": (25,)})``
+    in float64 against the reference, on three seeded cases.
 
     >>> from metahpo_lib.checks import ch07
-    >>> ch07.meta_gradient(ch07.ref_meta_gradient)
-    ✔ ref_meta_gradient matches the reference on 3 seeded case(s).
+    >>> ch07.maml_meta_gradient(ch07.ref_maml_meta_gradient)
+    ✔ ref_maml_meta_gradient matches the reference on 3 seeded case(s).
     """
     cases = []
-    for seed, (a, b) in [(0, (-2.0, 1.0)), (1, (-5.0, 2.0)), (2, (0.5, 0.0))]:
-        h = {"log_alpha": torch.tensor(a, dtype=torch.float64), "scale_power": torch.tensor(b, dtype=torch.float64)}
-        cases.append((f"3 synthetic tasks (seed {seed}), log_alpha={a}, scale_power={b}", (_tasks(seed), h), {}))
-    compare(fn, ref_meta_gradient, cases, name=getattr(fn, "__name__", "meta_gradient"), rtol=1e-6, atol=1e-10)
+    for seed, (k, step) in enumerate([(0, 1.0), (1, 1.0), (2, 0.5)]):
+        init = meta.to_vector(meta.DEFAULT) + 0.1 * torch.randn(25, generator=torch.Generator().manual_seed(seed),
+                                                               dtype=torch.float64)
+        log_step = torch.full((25,), float(np.log(step)), dtype=torch.float64)
+        cases.append((f"task small_task({seed}), k={k}, step sizes {step}, run seed {seed}",
+                      (small_task(seed), meta.clamp(init), log_step, k, seed), {}))
+    compare(lambda *a: _as_float(fn(*a)), ref_maml_meta_gradient, cases,
+            name=getattr(fn, "__name__", "maml_meta_gradient"), rtol=1e-6, atol=1e-9)
+
+
+def _as_float(out):
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor):
+        return float(out[0].detach()), out[1]
+    return out
+
+
+def ref_incumbent_regret(vals, tests, costs, budgets, best_test):
+    """Test regret of the validation-chosen incumbent at budgets in trainings, :func:`metahpo_lib.meta.incumbent_regret`.
+
+    >>> from metahpo_lib.checks import ch07
+    >>> ch07.ref_incumbent_regret([2.0, 1.0], [0.3, 0.4], [1.5, 1.5], [1, 2, 3], 0.3).tolist()
+    [nan, 0.0, 0.10000000000000003]
+    """
+    return meta.incumbent_regret(vals, tests, costs, budgets, best_test)
+
+
+def incumbent_regret(fn) -> None:
+    """Check ``fn(vals, tests, costs, budgets, best_test) -> array (len(budgets),)`` (NaN where nothing fits).
+
+    >>> from metahpo_lib.checks import ch07
+    >>> ch07.incumbent_regret(ch07.ref_incumbent_regret)
+    ✔ ref_incumbent_regret matches the reference on 3 seeded case(s).
+    """
+    cases = []
+    for seed, (n, cost) in enumerate([(10, 1.0), (30, 1.6), (8, 0.63)]):
+        rng = np.random.default_rng(seed)
+        vals = rng.random(n)
+        tests = vals + 0.3 * rng.random(n)  # validation and test disagree a little
+        costs = [1.0] + [cost] * (n - 1)
+        cases.append((f"{n} evaluations of cost {cost} (seed {seed}), budgets 1, 5, 10, 25, 50",
+                      (vals.tolist(), tests.tolist(), costs, [1, 5, 10, 25, 50], float(tests.min())), {}))
+    compare(lambda *a: torch.as_tensor(np.asarray(fn(*a), dtype=float)),
+            lambda *a: torch.as_tensor(ref_incumbent_regret(*a)), cases,
+            name=getattr(fn, "__name__", "incumbent_regret"))
 
 
 def ref_greedy_portfolio(regrets, size):
@@ -70,31 +119,3 @@ def greedy_portfolio(fn) -> None:
         cases.append((f"random regrets of shape ({t}, {c}), size {k}", (R, k), {}))
     compare(lambda R, k: [int(i) for i in fn(R, k)], ref_greedy_portfolio, cases,
             name=getattr(fn, "__name__", "greedy_portfolio"))
-
-
-def ref_ranks_at(curves, budget):
-    """Average rank of each method at ``budget``, from :func:`metahpo_lib.hpo.average_ranks`.
-
-    >>> import numpy as np
-    >>> from metahpo_lib.checks import ch07
-    >>> ch07.ref_ranks_at({"a": np.array([[1.0], [2.0]]), "b": np.array([[2.0], [1.0]])}, 1)
-    {'a': 1.5, 'b': 1.5}
-    """
-    return {k: v[0] for k, v in hpo.average_ranks(curves, at=(budget,)).items()}
-
-
-def ranks_at(fn) -> None:
-    """Check ``fn(curves: {method: (runs, budget) array}, budget) -> {method: average rank}``.
-
-    >>> from metahpo_lib.checks import ch07
-    >>> ch07.ranks_at(ch07.ref_ranks_at)
-    ✔ ref_ranks_at matches the reference on 3 seeded case(s).
-    """
-    cases = []
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        curves = {m: np.minimum.accumulate(rng.random((6, 12)), axis=1) for m in ("a", "b", "c")}
-        curves["c"][:, 4:] = curves["a"][:, 4:]  # ties share the mean rank
-        cases.append((f"3 methods x 6 runs (seed {seed}), budget {5 + seed}", (curves, 5 + seed), {}))
-    compare(lambda c, b: {k: float(v) for k, v in fn(c, b).items()}, ref_ranks_at, cases,
-            name=getattr(fn, "__name__", "ranks_at"))

@@ -1,7 +1,7 @@
 r"""Hypergradient descent: the one outer loop of the library (notebook 07).
 
 :func:`descend` is the loop that every gradient-based outer optimisation runs: meta-training a
-hyperparameter predictor over task batches (:func:`metahpo_lib.meta.meta_train`), tuning one
+meta-optimiser over task batches (:meth:`metahpo_lib.meta.SharedSetting.meta_train`), tuning one
 task's hyperparameters by their hypergradient (:func:`hypergradient_descent`), and the
 exercises of notebook 07. With ``x`` the hyperparameters (or meta-parameters), ``g_k`` the
 gradient that ``value_and_grad`` returns and :math:`\Pi` the clipping to ``bounds``,

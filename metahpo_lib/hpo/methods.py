@@ -6,7 +6,7 @@ Every method is a function ::
 
 - ``problem``: anything with ``space`` (a dict of dimensions) and ``objective(config) ->
   float``; gradient-based methods also need ``gradient(config) -> {name: derivative}``.
-  :class:`SearchProblem` wraps a plain function; a :class:`~metahpo_lib.meta.Task` and
+  :class:`SearchProblem` wraps a plain function; a :class:`~metahpo_lib.meta.TaskProblem` and
   :meth:`TableBenchmark.problem <metahpo_lib.hpo.TableBenchmark.problem>` are problems;
 - ``budget``: the number of evaluations (a method may stop earlier);
 - ``seed``: an int or a ``torch.Generator``;
@@ -21,8 +21,8 @@ and ``"zero_shot"`` (evaluate the warm start in order, nothing else).
 :func:`run_method` also reads names that say where a warm start comes from, given a dict
 ``starts`` of named lists of configurations (a predictor's suggestion, a portfolio):
 ``"predictor"`` evaluates ``starts["predictor"]`` only (zero-shot), ``"predictor+tpe"`` runs
-``"tpe"`` warm-started with it. Both comparisons of notebook 07 (the ridge task family,
-:func:`metahpo_lib.meta.run_methods`; HPOBench, :func:`~metahpo_lib.hpo.leave_one_dataset_out`)
+``"tpe"`` warm-started with it. Both comparisons of notebook 07 (network tasks,
+:func:`metahpo_lib.meta.run_search`; HPO tables, :func:`~metahpo_lib.hpo.leave_one_dataset_out`)
 go through :func:`run_method`.
 """
 

@@ -1,124 +1,75 @@
-r"""Comparing HPO methods on the task family at equal budgets (notebook 07, part 1).
+r"""The comparison protocol of notebook 07, part 1: every method's evaluations on one task and
+run seed, their cost in full trainings, and the test regret of the incumbent at each budget.
 
-Every method runs through the registry (:func:`metahpo_lib.hpo.run_method`); a meta-learned
-model enters as a *start*: ``"predictor"`` (zero-shot: evaluate its suggestion only),
-``"predictor+hgd"`` and ``"predictor+tpe"`` (per-task hypergradient descent or TPE warm-started
-with it). The regret of a method at budget :math:`k` is the validation loss of its incumbent
-after :math:`k` evaluations minus the per-task best (:func:`dense_best`).
+A method's *incumbent* after a budget of B trainings is its evaluated configuration with the
+lowest validation loss among those paid for within B (cumulative cost :math:`\le B`); its test
+regret is its test loss minus the best test loss of everything evaluated on that task and seed
+(a large random search included). A hypergradient costs ``hypergradient_cost`` trainings (measured).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from .. import _validate as V
-from ..hpo.descent import hypergradient_descent
-from ..hpo.methods import parse_method, run_method
-from ..hpo.search import History
-from .family import SPACE, Task
-from .predictor import HyperPredictor
+from ..hpo.methods import run_method
+from .tasks import Task
+from .training import STEPS, TaskProblem, evaluate, random_configs, to_config
 
-__all__ = ["dense_best", "incumbent_curves", "run_methods"]
+__all__ = ["BASELINES", "incumbent_regret", "run_search"]
+
+#: the per-task searches (no meta-learning): name -> what it runs
+BASELINES = {"random": "hpo.random_search's distribution, trained at once with vmap", "tpe": "Optuna TPE",
+             "gp": "Optuna GP", "hgd": "hypergradient descent (hpo.hypergradient_descent)"}
 
 
-def dense_best(task: Task, *, num: tuple[int, int] = (81, 41), refine_iterations: int = 40) -> tuple[float, dict]:
-    """The per-task reference: the best validation loss on a dense ``num[0] x num[1]`` grid over
-    :data:`SPACE`, refined by ``refine_iterations`` of :func:`~metahpo_lib.hpo.hypergradient_descent`
-    (``meta_lr = 0.05``). Returns ``(loss, config)``.
+def incumbent_regret(vals, tests, costs, budgets, best_test: float) -> np.ndarray:
+    """Test regret of the incumbent (lowest validation loss among evaluations paid within each
+    budget) at each of ``budgets``; NaN where not even one evaluation fits.
 
-    >>> from metahpo_lib.meta import TaskSpec, dense_best, make_task
-    >>> task = make_task(TaskSpec("synthetic", 60, 3, 0.1, 0.5, seed=0))
-    >>> loss, cfg = dense_best(task, num=(17, 9), refine_iterations=10)
-    >>> round(loss, 4), loss == task.objective(cfg)
-    (0.0084, True)
+    >>> from metahpo_lib import meta
+    >>> meta.incumbent_regret([3.0, 1.0, 2.0], [0.5, 0.2, 0.1], [1, 1, 1], [1, 2, 3], best_test=0.1).round(2).tolist()
+    [0.4, 0.1, 0.1]
     """
-    if not (isinstance(num, (tuple, list)) and len(num) == 2):
-        raise ValueError(f"num must be two grid sizes (log_alpha, scale_power), got {num!r}")
-    V.positive_int(num[0], "num[0]", 2)
-    V.positive_int(num[1], "num[1]", 2)
-    V.positive_int(refine_iterations, "refine_iterations", 0)
-    a = torch.linspace(SPACE["log_alpha"].low, SPACE["log_alpha"].high, num[0], dtype=torch.float64)
-    b = torch.linspace(SPACE["scale_power"].low, SPACE["scale_power"].high, num[1], dtype=torch.float64)
-    L = task.loss_grid(a, b).cpu()
-    i, j = divmod(int(L.argmin()), num[1])
-    best_cfg = {"log_alpha": float(a[i]), "scale_power": float(b[j])}
-    if refine_iterations:
-        hist = hypergradient_descent(task.objective, SPACE, refine_iterations, gradient=task.gradient,
-                                     start=best_cfg, meta_lr=0.05)
-        if hist.best_value < float(L.min()):
-            return hist.best_value, hist.best_config
-    return float(L.min()), best_cfg
+    vals, tests, costs = (np.asarray(x, dtype=float) for x in (vals, tests, costs))
+    if not len(vals) == len(tests) == len(costs):
+        raise ValueError(f"vals, tests and costs must have the same length, got {len(vals)}, {len(tests)}, {len(costs)}")
+    cum = np.cumsum(costs)
+    out = []
+    for b in budgets:
+        paid = np.flatnonzero(cum <= b + 1e-9)
+        out.append(math.nan if not len(paid) else tests[paid[np.argmin(vals[paid])]] - best_test)
+    return np.array(out)
 
 
-def incumbent_curves(task: Task, history: History, budget: int) -> tuple[np.ndarray, np.ndarray]:
-    """The validation loss of the incumbent (best so far) after each evaluation of ``history``
-    and its test loss, two arrays of length ``budget`` (a shorter history keeps its last value).
+def run_search(method: str, task: Task, seed: int, budget: float, *, start: dict | None = None,
+               hypergradient_cost: float = 1.0, steps: int = STEPS) -> dict:
+    """Run one per-task search (:data:`BASELINES`) on ``task`` and run ``seed`` with ``budget``
+    trainings: ``{"vals", "tests", "costs", "configs"}`` lists. ``"hgd"`` takes
+    ``floor(budget / hypergradient_cost)`` steps from ``start`` (default: ``meta.DEFAULT``).
 
-    >>> from metahpo_lib.hpo import History
-    >>> from metahpo_lib.meta import TaskSpec, incumbent_curves, make_task
-    >>> task = make_task(TaskSpec("synthetic", 60, 3, 0.1, 0.5, seed=0))
-    >>> h = History()
-    >>> for a in (2.0, -2.0, 0.0):
-    ...     h.add({"log_alpha": a, "scale_power": 1.0}, task.objective({"log_alpha": a, "scale_power": 1.0}))
-    >>> val, test = incumbent_curves(task, h, 4)
-    >>> val.round(4).tolist()
-    [0.3474, 0.0272, 0.0272, 0.0272]
+    >>> from metahpo_lib import meta
+    >>> t = meta.make_task(meta.TaskSpec("wine", 3, 80, 0.0, "none", 1.0, 0.0, seed=1))
+    >>> r = meta.run_search("hgd", t, 0, 3, hypergradient_cost=1.5, steps=20)
+    >>> len(r["vals"]), r["costs"]
+    (2, [1.5, 1.5])
     """
-    vals, tests, best, best_test = [], [], math.inf, math.nan
-    for c, v in zip(history.configs, history.values):
-        if v < best:
-            best, best_test = v, task.test_loss(task.hparams(c))
-        vals.append(best)
-        tests.append(best_test)
-    vals += [vals[-1]] * (budget - len(vals))
-    tests += [tests[-1]] * (budget - len(tests))
-    return np.asarray(vals[:budget]), np.asarray(tests[:budget])
-
-
-def _grid_curves(task: Task, budget: int, grid_budgets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Grid search is not anytime: one grid per budget in ``grid_budgets``, NaN elsewhere."""
-    v, t = np.full(budget, np.nan), np.full(budget, np.nan)
-    for gb in sorted(b for b in grid_budgets if b <= budget):
-        cv, ct = incumbent_curves(task, run_method("grid", task, gb), gb)
-        v[gb - 1], t[gb - 1] = cv[-1], ct[-1]
-    return v, t
-
-
-def run_methods(task: Task, *, predictor: HyperPredictor | None = None, shared: HyperPredictor | None = None,
-                budget: int = 50, grid_budgets: Sequence[int] = (1, 5, 10, 25, 50), seed=0,
-                methods: Sequence[str] | None = None) -> dict:
-    """Every method on one task at equal budgets. Returns ``{method: (val_curve, test_curve)}``,
-    curves of length ``budget`` (:func:`incumbent_curves`).
-
-    ``methods``: names for :func:`~metahpo_lib.hpo.run_method`, with the starts ``"shared"`` and
-    ``"predictor"`` (the suggestions of ``shared`` and ``predictor``, when given); default: grid,
-    random, TPE, and shared, predictor, predictor+hgd, predictor+tpe when available. Zero-shot
-    methods spend one evaluation: their curves are constant. ``"grid"`` runs once per budget in
-    ``grid_budgets`` (NaN at other budgets). ``seed``: an int or a ``torch.Generator``.
-
-    >>> from metahpo_lib.meta import TaskSpec, make_task, run_methods
-    >>> task = make_task(TaskSpec("synthetic", 60, 3, 0.1, 0.5, seed=0))
-    >>> res = run_methods(task, budget=6, grid_budgets=(1, 4), methods=["grid", "random", "hgd"])
-    >>> res["grid"][0].round(4).tolist()
-    [0.01, nan, nan, 0.0085, nan, nan]
-    >>> res["hgd"][0].round(4).tolist()
-    [0.01, 0.0093, 0.009, 0.0088, 0.0087, 0.0086]
-    """
-    V.positive_int(budget, "budget")
-    starts = {name: [p.config(task)] for name, p in (("shared", shared), ("predictor", predictor)) if p is not None}
-    if methods is None:
-        methods = ["grid", "random", "tpe"] + [m for m in ("shared", "predictor", "predictor+hgd", "predictor+tpe")
-                                               if m.split("+")[0] in starts]
-    for m in methods:
-        parse_method(m, starts, arg="methods")
-    out = {}
-    for m in methods:
-        if m == "grid":
-            out[m] = _grid_curves(task, budget, grid_budgets)
-        else:
-            out[m] = incumbent_curves(task, run_method(m, task, budget, seed=seed, starts=starts), budget)
-    return out
+    V.choice(method, "method", sorted(BASELINES))
+    if not isinstance(budget, (int, float)) or isinstance(budget, bool) or not budget >= 1:
+        raise ValueError(f"budget must be >= 1 full training, got {budget!r}")
+    if method == "random":
+        C = random_configs(int(budget), seed=seed)
+        val, test = evaluate(task, C, seed, steps=steps)
+        return {"vals": val.tolist(), "tests": test.tolist(), "costs": [1.0] * len(C),
+                "configs": [to_config(c) for c in C]}
+    p = TaskProblem(task, seed, gradient=method == "hgd", steps=steps)
+    if method == "hgd":
+        n = int(budget // V.positive_float(hypergradient_cost, "hypergradient_cost"))
+        if n >= 1:
+            run_method("start+hgd" if start else "hgd", p, n, seed=seed, starts={"start": [start]} if start else None)
+    else:
+        run_method(method, p, int(budget), seed=seed)
+    cost = hypergradient_cost if method == "hgd" else 1.0
+    return {"vals": p.vals, "tests": p.tests, "costs": [cost] * len(p.vals), "configs": p.configs}

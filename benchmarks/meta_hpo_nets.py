@@ -1,0 +1,270 @@
+"""Chapter 07, part 1: meta-optimisers for network hyperparameters against per-task search.
+Writes ``benchmarks/results/meta_hpo_nets.json`` (loaded by ``notebooks/07_meta_learning_hpo.ipynb``)
+and prints the tables.
+
+    python benchmarks/meta_hpo_nets.py            # 72 min (4322 s) on 2 cores shared with ~5 other jobs (2 processes)
+    python benchmarks/meta_hpo_nets.py --quick    # a smoke run (tiny sizes, saves nothing): 26 s on the idle machine, ~2.5 min under load
+    python benchmarks/meta_hpo_nets.py --tables   # print the tables of the saved results
+
+Protocol (fixed before any held-out result was seen; nothing is tuned on held-out tasks):
+
+- Tasks (``metahpo_lib.meta``): 36 meta-train tasks from the sources digits_0to4, breast_cancer,
+  blobs (12 each); 6 meta-test tasks from digits_5to9, wine, hypercube (2 each); 4
+  out-of-distribution tasks from the same held-out sources with input scale 3-6 (meta-training
+  saw 0.5-2). ``meta.check_split`` checks that no held-out source made a meta-training task.
+  Each held-out task is run with run seeds 0 and 1: a run seed fixes the minibatch order and the
+  initialisation of every training on that task, the same for every method, and seeds the searches.
+- Hyperparameters: the 25 of ``meta.SPACE`` (20-phase lr schedule, 3 weight decays, momentum,
+  label smoothing), the same space for every method; 40 momentum-SGD steps of batch 32.
+- Meta-optimisers, meta-trained on the meta-train tasks only (Adam via ``hpo.descend``, batches of
+  4 tasks, random run seeds; the mean validation loss on 8 meta-train tasks is
+  recorded every 5 iterations): shared setting (30 iterations, meta_lr 0.1, from ``meta.DEFAULT``);
+  predictor (30 iterations, meta_lr 0.05, from the shared setting); MAML-style ``MetaHGD`` with
+  k = 2 cheap steps (20-step trainings), second and first order (20 iterations, meta_lr 0.1, step sizes
+  started at 3, from the shared setting). At meta-test: shared and predictor cost 1 training; MetaHGD with k steps
+  costs 1 + k * r_cheap trainings (k = 1, 2, 3), r_cheap = the measured time of one cheap
+  hypergradient over the time of one training.
+- Baselines (per task, from scratch): random search (its first configurations are those of the
+  reference search), Optuna TPE and GP, hypergradient descent from ``meta.DEFAULT`` (one step costs
+  r_full = measured time of a hypergradient through a full training / one training), and
+  hypergradient descent from the shared setting ("shared+hgd": the zero-shot training, then
+  steps). One run of budget 50 each; incumbent curves read at budgets 1, 5, 10, 25, 50.
+- Score: a method's incumbent at budget B is its lowest-validation-loss configuration paid within
+  B; test regret = its test cross-entropy - the best test cross-entropy of everything evaluated on
+  that task and run seed (a 300-configuration random search included). Mean and 95% Student-t
+  interval (``stats.mean_ci``) over task x seed runs; "-" where a method cannot spend so little.
+
+Latest results (CPU, 1 thread per process, 2 processes on a 2-core machine shared with other jobs):
+
+    test tasks (12 task x seed runs): test regret (cross-entropy), mean [95% CI] at budget
+    method                   1                     5                    10                    25                    50
+    random      1.978 [0.592, 3.364]  0.372 [0.205, 0.539]  0.230 [0.093, 0.367]  0.189 [0.087, 0.291]  0.113 [0.072, 0.154]
+    tpe         2.749 [1.433, 4.065]  0.243 [0.109, 0.377]  0.220 [0.087, 0.353]  0.150 [0.047, 0.254]  0.096 [0.054, 0.139]
+    gp          2.749 [1.433, 4.065]  0.243 [0.109, 0.377]  0.220 [0.087, 0.353]  0.132 [0.071, 0.193]  0.110 [0.062, 0.157]
+    hgd                  -            0.116 [0.074, 0.158]  0.085 [0.054, 0.116]  0.052 [0.021, 0.082]  0.036 [0.013, 0.060]
+    shared+hgd  0.135 [0.095, 0.176]  0.113 [0.077, 0.150]  0.087 [0.053, 0.122]  0.046 [0.029, 0.062]  0.023 [0.009, 0.038]
+    meta-optimisers: cost in trainings, test regret
+      shared 1.00 0.135 [0.095, 0.176]   predictor 1.00 0.200 [0.115, 0.285]
+      maml k=0..3 (1.00, 1.63, 2.26, 2.89): 0.139, 0.134, 0.160, 0.207
+      fomaml k=0..3: 0.294, 0.226, 0.173, 0.149
+
+    ood tasks (8 task x seed runs)
+    random      3.944 [2.806, 5.082]  1.168 [0.876, 1.459]  0.734 [0.357, 1.111]  0.684 [0.332, 1.037]  0.301 [0.150, 0.453]
+    tpe         3.143 [1.756, 4.530]  1.596 [0.962, 2.230]  1.719 [0.704, 2.734]  0.962 [-0.350, 2.273] 0.356 [0.189, 0.524]
+    gp          3.143 [1.756, 4.530]  1.596 [0.962, 2.230]  1.719 [0.704, 2.734]  0.439 [0.133, 0.745]  0.367 [0.060, 0.674]
+    hgd                  -            0.132 [0.049, 0.216]  0.117 [0.023, 0.212]  0.106 [0.048, 0.165]  0.048 [0.003, 0.093]
+    shared+hgd  0.305 [0.083, 0.527]  0.184 [0.087, 0.282]  0.163 [0.064, 0.263]  0.162 [0.078, 0.246]  0.098 [0.048, 0.147]
+      shared 1.00 0.305 [0.083, 0.527]   predictor 1.00 0.326 [0.108, 0.545]
+      maml k=0..3: 0.266, 0.245, 0.400, 0.348;  fomaml k=0..3: 0.142, 0.150, 0.174, 0.208
+
+    cost ratios: hypergradient through a full training = 1.21 trainings, through a cheap one = 0.63
+    meta-training: shared 39 s (120 hypergradients), predictor 85 s (120), maml 256 s (240), fomaml 120 s (240)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from metahpo_lib import meta, stats  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BUDGETS = (1, 5, 10, 25, 50)
+FULL = dict(n_train=36, n_test=6, n_ood=4, seeds=(0, 1), budget=50, n_ref=300, it_shared=30, it_pred=30, it_maml=20,
+            jobs=2, n_monitor=8, monitor_every=5)
+QUICK = dict(n_train=6, n_test=2, n_ood=2, seeds=(0, 1), budget=6, n_ref=20, it_shared=2, it_pred=2, it_maml=1,
+             jobs=2, n_monitor=2, monitor_every=1)
+META_METHODS = ("shared", "predictor", "maml1", "maml2", "maml3", "fomaml1", "fomaml2", "fomaml3")
+CURVE_METHODS = ("random", "tpe", "gp", "hgd", "shared+hgd")
+
+
+def task_sets(n_train, n_test, n_ood):
+    """(meta-train specs, meta-test specs, OOD specs), seeded."""
+    train = meta.sample_specs(meta.META_TRAIN_SOURCES, n_train, seed=0)
+    test = meta.sample_specs(meta.META_TEST_SOURCES, n_test, seed=1)
+    ood = meta.sample_specs(meta.META_TEST_SOURCES, n_ood, seed=2, ood=True)
+    return train, test, ood
+
+
+def cost_ratios(task, repeats=5):
+    """(r_full, r_cheap): hypergradient time through a full / cheap training over one training's time."""
+    v = meta.to_vector(meta.DEFAULT)
+    t_train, t_full, t_cheap = [], [], []
+    meta.hypergradient(task, v, 0), meta.evaluate(task, v[None], 0), meta.hypergradient(task, v, 0, steps=20)
+    for s in range(repeats):
+        for lst, fn in ((t_train, lambda: meta.evaluate(task, v[None], s)), (t_full, lambda: meta.hypergradient(task, v, s)),
+                        (t_cheap, lambda: meta.hypergradient(task, v, s, steps=meta.CHEAP_STEPS))):
+            t0 = time.perf_counter()
+            fn()
+            lst.append(time.perf_counter() - t0)
+    tr = statistics.median(t_train)
+    return statistics.median(t_full) / tr, statistics.median(t_cheap) / tr, tr
+
+
+def meta_train_all(train_tasks, cfg, progress):
+    """Meta-train the four meta-optimisers; returns them and their wall times."""
+    times = {}
+    t0 = time.perf_counter()
+    watch = dict(monitor=train_tasks[:cfg["n_monitor"]], monitor_every=cfg["monitor_every"])
+    shared = meta.SharedSetting().meta_train(train_tasks, iterations=cfg["it_shared"], meta_lr=0.1, seed=0,
+                                             progress=progress, **watch)
+    times["shared"] = time.perf_counter() - t0
+    start = meta.to_config(shared.v)
+    t0 = time.perf_counter()
+    pred = meta.HyperPredictor(start).meta_train(train_tasks, iterations=cfg["it_pred"], seed=1, progress=progress,
+                                                 **watch)
+    times["predictor"] = time.perf_counter() - t0
+    mamls = {}
+    for name, fo in (("maml", False), ("fomaml", True)):
+        t0 = time.perf_counter()
+        mamls[name] = meta.MetaHGD(start, k=2, first_order=fo).meta_train(train_tasks, iterations=cfg["it_maml"],
+                                                                           seed=2, progress=progress, **watch)
+        times[name] = time.perf_counter() - t0
+    return shared, pred, mamls, times
+
+
+def _state(shared, pred, mamls):
+    return {"shared": shared.v.tolist(), "predictor": {"W": pred.W.tolist(), "b": pred.v.tolist(),
+                                                       "mu": pred.mu.tolist(), "sd": pred.sd.tolist()},
+            **{n: {"init": m.init.tolist(), "log_step": m.log_step.tolist()} for n, m in mamls.items()}}
+
+
+def one_run(args):
+    """Every method on one held-out task and run seed: regrets at the budgets."""
+    spec, seed, state, cfg, r_full, r_cheap = args
+    torch.set_num_threads(1)
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    task = meta.make_task(spec)
+    ref = meta.random_configs(cfg["n_ref"], seed=seed)
+    ref_val, ref_test = meta.evaluate(task, ref, seed)
+    runs = {"random": {"vals": ref_val[:cfg["budget"]].tolist(), "tests": ref_test[:cfg["budget"]].tolist(),
+                       "costs": [1.0] * cfg["budget"]}}
+    for m in ("tpe", "gp", "hgd"):
+        runs[m] = meta.run_search(m, task, seed, cfg["budget"], hypergradient_cost=r_full)
+    shared = torch.tensor(state["shared"], dtype=torch.float64)
+    pred = meta.HyperPredictor()
+    pred.W, pred.v = torch.tensor(state["predictor"]["W"]).double(), torch.tensor(state["predictor"]["b"]).double()
+    pred.mu, pred.sd = torch.tensor(state["predictor"]["mu"]).double(), torch.tensor(state["predictor"]["sd"]).double()
+    points = {"shared": (shared, 1.0), "predictor": (pred.predict(task.features), 1.0)}
+    for name in ("maml", "fomaml"):
+        m = meta.MetaHGD()
+        m.init, m.log_step = (torch.tensor(state[name][k]).double() for k in ("init", "log_step"))
+        path = m.adapt(task, seed, 3)
+        points.update({f"{name}{k}": (path[k], m.cheap_cost(r_cheap, k)) for k in (0, 1, 2, 3)})
+    P = torch.stack([v for v, _ in points.values()])
+    pv, pt = meta.evaluate(task, P, seed)
+    hg = meta.run_search("hgd", task, seed, cfg["budget"] - 1, start=meta.to_config(shared), hypergradient_cost=r_full)
+    runs["shared+hgd"] = {"vals": [float(pv[0])] + hg["vals"], "tests": [float(pt[0])] + hg["tests"],
+                          "costs": [1.0] + hg["costs"]}
+    best = min([float(ref_test.min()), float(pt.min())] + [min(r["tests"]) for r in runs.values() if r["tests"]])
+    out = {m: meta.incumbent_regret(r["vals"], r["tests"], r["costs"], BUDGETS, best).tolist() for m, r in runs.items()}
+    out.update({n: {"regret": float(pt[i]) - best, "cost": c, "val": float(pv[i])}
+                for i, (n, (_, c)) in enumerate(points.items())})
+    out["hgd_iterations"] = len(runs["hgd"]["vals"])
+    return out
+
+
+def summarise(runs):
+    """{method: {"mean": [...], "lo": [...], "hi": [...]}} over runs (NaN where undefined)."""
+    out = {}
+    for m in CURVE_METHODS:
+        R = np.array([r[m] for r in runs], dtype=float)
+        out[m] = {"mean": [], "lo": [], "hi": []}
+        for j in range(len(BUDGETS)):
+            col = R[:, j]
+            ci = stats.mean_ci(col) if not np.isnan(col).any() else None
+            for key, val in (("mean", ci and ci.mean), ("lo", ci and ci.low), ("hi", ci and ci.high)):
+                out[m][key].append(None if ci is None else float(val))
+    for m in META_METHODS + ("maml0", "fomaml0"):
+        ci = stats.mean_ci([r[m]["regret"] for r in runs])
+        out[m] = {"mean": float(ci.mean), "lo": float(ci.low), "hi": float(ci.high), "cost": runs[0][m]["cost"]}
+    return out
+
+
+def _cell(mean, lo, hi):
+    return "-".center(24) if mean is None else f"{mean:.3f} [{lo:.3f}, {hi:.3f}]".rjust(24)
+
+
+def tables(res) -> str:
+    lines = []
+    for group in ("test", "ood"):
+        s, n = res["summary"][group], len(res["runs"][group])
+        lines.append(f"\n{group} tasks ({n} task x seed runs): test regret (cross-entropy), mean [95% CI] at budget")
+        lines.append("method".ljust(12) + "".join(f"{b:>24}" for b in BUDGETS))
+        for m in CURVE_METHODS:
+            lines.append(m.ljust(12) + "".join(_cell(s[m]["mean"][j], s[m]["lo"][j], s[m]["hi"][j])
+                                               for j in range(len(BUDGETS))))
+        lines.append("meta-optimisers (one point each): method, cost in trainings, test regret")
+        for m in ("shared", "predictor") + tuple(f"{p}{k}" for p in ("maml", "fomaml") for k in (0, 1, 2, 3)):
+            lines.append(f"  {m:<10} {s[m]['cost']:6.2f}  {_cell(s[m]['mean'], s[m]['lo'], s[m]['hi'])}")
+    r = res["ratios"]
+    lines.append(f"\ncost ratios: hypergradient through a full training = {r['full']:.2f} trainings, through a "
+                 f"cheap (20-step) training = {r['cheap']:.2f}; one training {1000 * r['train_s']:.0f} ms")
+    lines.append("meta-training: " + ", ".join(f"{k} {v:.0f} s ({res['hypergradients'][k]} hypergradients)"
+                                               for k, v in res["meta_train_s"].items()))
+    lines.append(f"run time {res['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def run(cfg, progress=True):
+    t_start = time.perf_counter()
+    torch.set_num_threads(1)
+    tr_specs, te_specs, ood_specs = task_sets(cfg["n_train"], cfg["n_test"], cfg["n_ood"])
+    train_tasks = meta.make_tasks(tr_specs)
+    meta.check_split(train_tasks, meta.make_tasks(te_specs + ood_specs), test_name="a held-out task")
+    r_full, r_cheap, t_train = cost_ratios(train_tasks[0])
+    print(f"cost ratios: full {r_full:.2f}, cheap {r_cheap:.2f} (one training {t_train * 1000:.0f} ms)", flush=True)
+    shared, pred, mamls, times = meta_train_all(train_tasks, cfg, progress)
+    state = _state(shared, pred, mamls)
+    jobs = [(s, seed, state, cfg, r_full, r_cheap) for s in te_specs + ood_specs for seed in cfg["seeds"]]
+    with ProcessPoolExecutor(cfg["jobs"], mp_context=get_context("fork")) as ex:
+        done = []
+        for i, r in enumerate(ex.map(one_run, jobs)):
+            done.append(r)
+            print(f"  run {i + 1}/{len(jobs)} done ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    n_te = len(te_specs) * len(cfg["seeds"])
+    runs = {"test": done[:n_te], "ood": done[n_te:]}
+    return {"protocol": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}, "budgets": list(BUDGETS),
+            "specs": {"train": [vars(s) for s in tr_specs], "test": [vars(s) for s in te_specs],
+                      "ood": [vars(s) for s in ood_specs]},
+            "ratios": {"full": r_full, "cheap": r_cheap, "train_s": t_train},
+            "curves": {"shared": shared.curve, "predictor": pred.curve, **{n: m.curve for n, m in mamls.items()}},
+            "monitor": {"shared": shared.monitor, "predictor": pred.monitor, **{n: m.monitor for n, m in mamls.items()}},
+            "hypergradients": {"shared": shared.hypergradients, "predictor": pred.hypergradients,
+                               **{n: m.hypergradients for n, m in mamls.items()}},
+            "meta_train_s": times, "state": state, "runs": runs,
+            "summary": {g: summarise(r) for g, r in runs.items()}, "seconds": time.perf_counter() - t_start}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, prints the tables, saves nothing")
+    p.add_argument("--tables", action="store_true", help="print the tables of the saved results")
+    p.add_argument("--out", type=Path, default=None, help="write the JSON here (also with --quick)")
+    a = p.parse_args(argv)
+    path = a.out or RESULTS / "meta_hpo_nets.json"
+    if a.tables:
+        print(tables(json.loads(path.read_text())))
+        return
+    res = run(QUICK if a.quick else FULL, progress=not a.quick)
+    print(tables(res))
+    if not a.quick or a.out:
+        path.write_text(json.dumps(res, separators=(",", ":")))
+        print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB)")
+
+
+if __name__ == "__main__":
+    main()
