@@ -307,7 +307,7 @@ class DigitsEpisodes:
                 f"{self.dtype}, {self.device})")
 
     def dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every image of this split with its class index (into :attr:`classes`) as the label: ``(x, y)``,
+        """Every image of this split with its class index (into ``classes``) as the label: ``(x, y)``,
         ``x`` ``[n, 64]`` (or ``[n, 1, 8, 8]`` with ``flatten=False``), ``y`` ``[n]`` ``torch.long``. For
         ordinary supervised pretraining on the split's classes (notebook 06, MAML for fine-tuning).
 

@@ -235,7 +235,7 @@ def _chapter(src: Path, documented: dict[str, str]) -> tuple[dict, list[str]]:
             cell["outputs"] = [o for o in outputs if o not in live]
         cells.append(cell)
         if live:
-            cells.append(_markdown(WIDGET_NOTE))
+            cells.append(_markdown(WIDGET_NOTE, after=cell.get("id", str(len(cells)))))
     box = ["```{admonition} This chapter uses\n:class: seealso chapter-uses\n",
            (", ".join(uses) if uses else "no library function") + ".\n",
            f"\nRun it yourself: `notebooks/{src.name}` in JupyterLab (`make lab`). "]
@@ -247,8 +247,9 @@ def _chapter(src: Path, documented: dict[str, str]) -> tuple[dict, list[str]]:
     return nb, uses
 
 
-def _markdown(source: str) -> dict:
-    return {"cell_type": "markdown", "id": uuid.uuid5(uuid.NAMESPACE_URL, source).hex[:12], "metadata": {},
+def _markdown(source: str, after: str = "") -> dict:
+    # a stable id, unique within the page (one widget note after each widget cell)
+    return {"cell_type": "markdown", "id": uuid.uuid5(uuid.NAMESPACE_URL, after + source).hex[:12], "metadata": {},
             "source": source}
 
 

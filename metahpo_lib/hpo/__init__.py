@@ -34,7 +34,7 @@ from .methods import METHODS, parse_method, register, run_method
 from .transfer import LODO_METHODS, average_ranks, greedy_portfolio, leave_one_dataset_out
 
 __all__ = ["Categorical", "Float", "History", "Int", "SearchProblem", "check_objective", "check_space",
-           "grid_configs", "grid_search", "int_seed", "random_search", "bayesopt", "multifidelity", "bayes_opt",
+           "grid_configs", "grid_search", "int_seed", "random_search", "bayes_opt",
            "expected_improvement", "fit_gp", "hyperband", "successive_halving", "SAMPLERS", "create_study", "make_sampler",
            "open_storage", "optuna_search", "suggest", "Descent", "descend", "hypergradient_descent",
            "NORMALIZATIONS", "TableBenchmark", "TableProblem", "dataset_names", "metric_names", "gp_table",

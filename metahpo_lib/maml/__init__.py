@@ -43,5 +43,5 @@ from .evaluation import Evaluation, evaluate, support_curvature
 from .learners import ANIL, IMAML, MAML, MetaSGD, Pretrained, Reptile
 from .training import LossCurve, meta_train
 
-__all__ = ["finetune", "MetaLearner", "MAML", "MetaSGD", "ANIL", "Reptile", "IMAML", "Pretrained", "meta_train", "LossCurve",
+__all__ = ["MetaLearner", "MAML", "MetaSGD", "ANIL", "Reptile", "IMAML", "Pretrained", "meta_train", "LossCurve",
            "evaluate", "Evaluation", "support_curvature", "check_model", "check_learner", "LOSSES"]
