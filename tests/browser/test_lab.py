@@ -176,7 +176,8 @@ def test_run_all_on_unsolved_exercises_shows_every_state(lab, page):
     _wait_kernel_idle(page, 60)
     page.screenshot(path=SCREENSHOTS / f"lab-{UNSOLVED.stem}-unsolved.png", full_page=True)
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-    texts = [errors.nth(i).inner_text() for i in range(errors.count())]
+    # textContent, not innerText: JupyterLab does not lay out cells scrolled out of view
+    texts = [errors.nth(i).text_content() for i in range(errors.count())]
     checks = sum('"grade": true' in json.dumps(c.get("metadata", {}))
                  for c in json.loads(UNSOLVED.read_text(encoding="utf-8"))["cells"])
     not_written = [t for t in texts if "is not written yet" in t]
