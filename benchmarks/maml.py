@@ -485,6 +485,16 @@ def speed_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def _timed_run(run, filename: str, table) -> None:
+    """Run ``run()``, store its result with its run time in ``RESULTS / filename``, print its table."""
+    t0 = time.perf_counter()
+    res = run()
+    res["run_seconds"] = time.perf_counter() - t0
+    (RESULTS / filename).write_text(json.dumps(res, indent=1))
+    print(table(res))
+    print(f"run time {res['run_seconds']:.0f} s")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("what", choices=["speed", "reproduce", "weights", "lr-grid", "finetune", "tables"])
@@ -507,28 +517,16 @@ def main(argv=None) -> None:
         (RESULTS / "maml_sinusoid.json").write_text(json.dumps(res, indent=1))
         print(reproduce_table(res))
     elif args.what == "weights":
-        t0 = time.perf_counter()
         methods = tuple(args.methods.split(",")) if args.methods != ap.get_default("methods") else tuple(WEIGHT_LEARNERS)
-        res = weights(args.iterations, args.tasks, methods=methods, progress=not args.no_progress,
-                      path=RESULTS / "maml_sinusoid_weights.pt")
-        res["run_seconds"] = time.perf_counter() - t0
-        (RESULTS / "maml_sinusoid_weights.json").write_text(json.dumps(res, indent=1))
-        print(weights_table(res))
-        print(f"run time {res['run_seconds']:.0f} s")
+        _timed_run(lambda: weights(args.iterations, args.tasks, methods=methods, progress=not args.no_progress,
+                                   path=RESULTS / "maml_sinusoid_weights.pt"),
+                   "maml_sinusoid_weights.json", weights_table)
     elif args.what == "lr-grid":
-        t0 = time.perf_counter()
-        res = lr_grid(progress=not args.no_progress)
-        res["run_seconds"] = time.perf_counter() - t0
-        (RESULTS / "maml_lr_grid.json").write_text(json.dumps(res, indent=1))
-        print(lr_grid_table(res))
-        print(f"run time {res['run_seconds']:.0f} s")
+        _timed_run(lambda: lr_grid(progress=not args.no_progress), "maml_lr_grid.json", lr_grid_table)
     elif args.what == "finetune":
-        t0 = time.perf_counter()
-        res = finetune(args.iterations if args.iterations != ITERATIONS else 1000, args.tasks, progress=not args.no_progress)
-        res["run_seconds"] = time.perf_counter() - t0
-        (RESULTS / "maml_finetune.json").write_text(json.dumps(res, indent=1))
-        print(finetune_table(res))
-        print(f"run time {res['run_seconds']:.0f} s")
+        _timed_run(lambda: finetune(args.iterations if args.iterations != ITERATIONS else 1000, args.tasks,
+                                    progress=not args.no_progress),
+                   "maml_finetune.json", finetune_table)
     else:
         for f, fn in (("maml_sinusoid.json", reproduce_table), ("maml_sinusoid_weights.json", weights_table),
                       ("maml_finetune.json", finetune_table),
