@@ -6,33 +6,42 @@ and prints the tables.
     python benchmarks/meta_hpo_nets.py --quick    # a smoke run (tiny sizes, saves nothing): 26 s on the idle machine, ~2.5 min under load
     python benchmarks/meta_hpo_nets.py --tables   # print the tables of the saved results
 
-Protocol (fixed before any held-out result was seen; nothing is tuned on held-out tasks):
+Protocol (version 2; nothing is tuned on the held-out tasks it reports). Version 1 (36 meta-train
+tasks, batches of 4, 30 iterations, 6 held-out tasks drawn with seed 1, same-run regret only) was run
+and its held-out results seen; version 2 draws new held-out and OOD tasks (seeds 11 and 12),
+meta-trains longer on more tasks, and adds the re-trained regret. These changes were chosen from
+version 1's results and from development runs on meta-train sources only (a shared setting and a
+predictor meta-trained on digits_0to4 + breast_cancer, tested on blobs tasks).
 
-- Tasks (``metahpo_lib.meta``): 36 meta-train tasks from the sources digits_0to4, breast_cancer,
-  blobs (12 each); 6 meta-test tasks from digits_5to9, wine, hypercube (2 each); 4
+- Tasks (``metahpo_lib.meta``): 60 meta-train tasks from the sources digits_0to4, breast_cancer,
+  blobs (20 each); 12 meta-test tasks from digits_5to9, wine, hypercube (4 each); 6
   out-of-distribution tasks from the same held-out sources with input scale 3-6 (meta-training
   saw 0.5-2). ``meta.check_split`` checks that no held-out source made a meta-training task.
   Each held-out task is run with run seeds 0 and 1: a run seed fixes the minibatch order and the
   initialisation of every training on that task, the same for every method, and seeds the searches.
 - Hyperparameters: the 25 of ``meta.SPACE`` (20-phase lr schedule, 3 weight decays, momentum,
   label smoothing), the same space for every method; 40 momentum-SGD steps of batch 32.
-- Meta-optimisers, meta-trained on the meta-train tasks only (Adam via ``hpo.descend``, batches of
-  4 tasks, random run seeds; the mean validation loss on 8 meta-train tasks is
-  recorded every 5 iterations): shared setting (30 iterations, meta_lr 0.1, from ``meta.DEFAULT``);
-  predictor (30 iterations, meta_lr 0.05, from the shared setting); MAML-style ``MetaHGD`` with
-  k = 2 cheap steps (20-step trainings), second and first order (20 iterations, meta_lr 0.1, step sizes
-  started at 3, from the shared setting). At meta-test: shared and predictor cost 1 training; MetaHGD with k steps
-  costs 1 + k * r_cheap trainings (k = 1, 2, 3), r_cheap = the measured time of one cheap
-  hypergradient over the time of one training.
+- Meta-optimisers, meta-trained on the meta-train tasks only (Adam via ``hpo.descend``, random run
+  seeds; the mean validation loss on 8 meta-train tasks is recorded every 5 iterations): shared
+  setting (60 iterations, batches of 8, meta_lr 0.1, from ``meta.DEFAULT``); predictor (60
+  iterations, batches of 8, meta_lr 0.05, from the shared setting); MAML-style ``MetaHGD`` with
+  k = 2 cheap steps (20-step trainings), second and first order (20 iterations, batches of 4,
+  meta_lr 0.1, step sizes started at 3, from the shared setting). At meta-test: shared and
+  predictor cost 1 training; MetaHGD with k steps costs 1 + k * r_cheap trainings (k = 1, 2, 3),
+  r_cheap = the measured time of one cheap hypergradient over the time of one training.
 - Baselines (per task, from scratch): random search (its first configurations are those of the
   reference search), Optuna TPE and GP, hypergradient descent from ``meta.DEFAULT`` (one step costs
   r_full = measured time of a hypergradient through a full training / one training), and
   hypergradient descent from the shared setting ("shared+hgd": the zero-shot training, then
   steps). One run of budget 50 each; incumbent curves read at budgets 1, 5, 10, 25, 50.
-- Score: a method's incumbent at budget B is its lowest-validation-loss configuration paid within
-  B; test regret = its test cross-entropy - the best test cross-entropy of everything evaluated on
-  that task and run seed (a 300-configuration random search included). Mean and 95% Student-t
-  interval (``stats.mean_ci``) over task x seed runs; "-" where a method cannot spend so little.
+- Scores (``meta.compare``): a method's incumbent at budget B is its lowest-validation-loss
+  configuration paid within B. Same-run test regret = its test cross-entropy on the run that chose
+  it - the best test cross-entropy of everything evaluated on that task and run seed (a
+  300-configuration random search included). Re-trained test regret = its test cross-entropy
+  averaged over 4 fresh run seeds (1000 + 10 * seed + 0..3, used by no method) - the best such
+  average among every incumbent, every meta-optimiser point and the reference search's 20 best by
+  validation loss. Mean and 95% Student-t interval (``stats.mean_ci``) over task x seed runs; "-"
+  where a method cannot spend so little.
 
 Latest results (CPU, 1 thread per process, 2 processes on a 2-core machine shared with other jobs):
 
@@ -82,19 +91,20 @@ from metahpo_lib import meta, stats  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGETS = (1, 5, 10, 25, 50)
-FULL = dict(n_train=36, n_test=6, n_ood=4, seeds=(0, 1), budget=50, n_ref=300, it_shared=30, it_pred=30, it_maml=20,
-            jobs=2, n_monitor=8, monitor_every=5)
-QUICK = dict(n_train=6, n_test=2, n_ood=2, seeds=(0, 1), budget=6, n_ref=20, it_shared=2, it_pred=2, it_maml=1,
-             jobs=2, n_monitor=2, monitor_every=1)
+FULL = dict(n_train=60, n_test=12, n_ood=6, seeds=(0, 1), budget=50, n_ref=300, it_shared=60, it_pred=60, it_maml=20,
+            batch=8, jobs=2, n_monitor=8, monitor_every=5)
+QUICK = dict(n_train=6, n_test=2, n_ood=2, seeds=(0, 1), budget=6, n_ref=30, it_shared=2, it_pred=2, it_maml=1,
+             batch=2, jobs=2, n_monitor=2, monitor_every=1)
 META_METHODS = ("shared", "predictor", "maml1", "maml2", "maml3", "fomaml1", "fomaml2", "fomaml3")
 CURVE_METHODS = ("random", "tpe", "gp", "hgd", "shared+hgd")
+N_FRESH, FRESH_BASE, N_REF_RETRAIN = 4, 1000, 20
 
 
 def task_sets(n_train, n_test, n_ood):
     """(meta-train specs, meta-test specs, OOD specs), seeded."""
     train = meta.sample_specs(meta.META_TRAIN_SOURCES, n_train, seed=0)
-    test = meta.sample_specs(meta.META_TEST_SOURCES, n_test, seed=1)
-    ood = meta.sample_specs(meta.META_TEST_SOURCES, n_ood, seed=2, ood=True)
+    test = meta.sample_specs(meta.META_TEST_SOURCES, n_test, seed=11)
+    ood = meta.sample_specs(meta.META_TEST_SOURCES, n_ood, seed=12, ood=True)
     return train, test, ood
 
 
@@ -118,12 +128,13 @@ def meta_train_all(train_tasks, cfg, progress):
     times = {}
     t0 = time.perf_counter()
     watch = dict(monitor=train_tasks[:cfg["n_monitor"]], monitor_every=cfg["monitor_every"])
-    shared = meta.SharedSetting().meta_train(train_tasks, iterations=cfg["it_shared"], meta_lr=0.1, seed=0,
+    shared = meta.SharedSetting().meta_train(train_tasks, iterations=cfg["it_shared"], batch=cfg["batch"], meta_lr=0.1, seed=0,
                                              progress=progress, **watch)
     times["shared"] = time.perf_counter() - t0
     start = meta.to_config(shared.v)
     t0 = time.perf_counter()
-    pred = meta.HyperPredictor(start).meta_train(train_tasks, iterations=cfg["it_pred"], seed=1, progress=progress,
+    pred = meta.HyperPredictor(start).meta_train(train_tasks, iterations=cfg["it_pred"], batch=cfg["batch"], seed=1,
+                                                 progress=progress,
                                                  **watch)
     times["predictor"] = time.perf_counter() - t0
     mamls = {}
@@ -141,19 +152,31 @@ def _state(shared, pred, mamls):
             **{n: {"init": m.init.tolist(), "log_step": m.log_step.tolist()} for n, m in mamls.items()}}
 
 
-def one_run(args):
-    """Every method on one held-out task and run seed: regrets at the budgets."""
-    spec, seed, state, cfg, r_full, r_cheap = args
-    torch.set_num_threads(1)
+def _fresh_seeds(seed):
+    """The run seeds of the re-trained score for run ``seed``: no method trains on them."""
+    return [FRESH_BASE + 10 * seed + r for r in range(N_FRESH)]
+
+
+def _searches(task, seed, cfg, r_full, shared):
+    """Every per-task search on one task and run seed: {method: {"vals", "tests", "costs", "C" (n, 25)}}."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    task = meta.make_task(spec)
     ref = meta.random_configs(cfg["n_ref"], seed=seed)
     ref_val, ref_test = meta.evaluate(task, ref, seed)
     runs = {"random": {"vals": ref_val[:cfg["budget"]].tolist(), "tests": ref_test[:cfg["budget"]].tolist(),
-                       "costs": [1.0] * cfg["budget"]}}
+                       "costs": [1.0] * cfg["budget"], "C": ref[:cfg["budget"]]}}
     for m in ("tpe", "gp", "hgd"):
         runs[m] = meta.run_search(m, task, seed, cfg["budget"], hypergradient_cost=r_full)
+    hg = meta.run_search("hgd", task, seed, cfg["budget"] - 1, start=meta.to_config(shared), hypergradient_cost=r_full)
+    runs["shared+hgd"] = {k: hg[k] for k in ("vals", "tests", "costs", "configs")}
+    for r in runs.values():
+        if "C" not in r:
+            r["C"] = torch.stack([meta.to_vector(c) for c in r.pop("configs")]) if r["configs"] else torch.zeros(0, 25)
+    return runs, (ref, ref_val, ref_test)
+
+
+def _meta_points(task, seed, state, r_cheap):
+    """{name: (configuration (25,), cost in trainings)} of the meta-optimisers on one task and run seed."""
     shared = torch.tensor(state["shared"], dtype=torch.float64)
     pred = meta.HyperPredictor()
     pred.W, pred.v = torch.tensor(state["predictor"]["W"]).double(), torch.tensor(state["predictor"]["b"]).double()
@@ -164,32 +187,61 @@ def one_run(args):
         m.init, m.log_step = (torch.tensor(state[name][k]).double() for k in ("init", "log_step"))
         path = m.adapt(task, seed, 3)
         points.update({f"{name}{k}": (path[k], m.cheap_cost(r_cheap, k)) for k in (0, 1, 2, 3)})
+    return points
+
+
+def one_run(args):
+    """Every method on one held-out task and run seed: both test regrets at the budgets (module docstring)."""
+    spec, seed, state, cfg, r_full, r_cheap = args
+    torch.set_num_threads(1)
+    task = meta.make_task(spec)
+    shared = torch.tensor(state["shared"], dtype=torch.float64)
+    runs, (ref, ref_val, ref_test) = _searches(task, seed, cfg, r_full, shared)
+    points = _meta_points(task, seed, state, r_cheap)
     P = torch.stack([v for v, _ in points.values()])
     pv, pt = meta.evaluate(task, P, seed)
-    hg = meta.run_search("hgd", task, seed, cfg["budget"] - 1, start=meta.to_config(shared), hypergradient_cost=r_full)
-    runs["shared+hgd"] = {"vals": [float(pv[0])] + hg["vals"], "tests": [float(pt[0])] + hg["tests"],
-                          "costs": [1.0] + hg["costs"]}
+    sh = runs["shared+hgd"]  # the zero-shot training comes first, then the steps
+    runs["shared+hgd"] = {"vals": [float(pv[0])] + sh["vals"], "tests": [float(pt[0])] + sh["tests"],
+                          "costs": [1.0] + sh["costs"], "C": torch.cat([shared[None], sh["C"]])}
     best = min([float(ref_test.min()), float(pt.min())] + [min(r["tests"]) for r in runs.values() if r["tests"]])
     out = {m: meta.incumbent_regret(r["vals"], r["tests"], r["costs"], BUDGETS, best).tolist() for m, r in runs.items()}
-    out.update({n: {"regret": float(pt[i]) - best, "cost": c, "val": float(pv[i])}
+    # re-trained: every incumbent, every meta-optimiser point and the reference search's top 20 on fresh seeds
+    inc = {m: meta.incumbents(r["vals"], r["costs"], BUDGETS) for m, r in runs.items()}
+    rows = {m: [None if i is None else runs[m]["C"][i] for i in inc[m]] for m in runs}
+    cands = [c for m in runs for c in rows[m] if c is not None]
+    C = torch.cat([torch.stack(cands), P, ref[ref_val.argsort()[:N_REF_RETRAIN]]])
+    T = meta.retrain(task, C, _fresh_seeds(seed))
+    F, best_f = T.mean(1), float(T.mean(1).min())
+    at, out["retrained"], out["diverged"] = iter(range(len(cands))), {}, {}
+    for m in runs:
+        idx = [None if c is None else next(at) for c in rows[m]]
+        out["retrained"][m] = [math.nan if j is None else float(F[j]) - best_f for j in idx]
+        out["diverged"][m] = int((T[idx[-1]] >= meta.CAP).sum())  # fresh runs of the incumbent at the last budget
+    out.update({n: {"regret": float(pt[i]) - best, "retrained": float(F[len(cands) + i]) - best_f, "cost": c,
+                    "val": float(pv[i]), "diverged": int((T[len(cands) + i] >= meta.CAP).sum())}
                 for i, (n, (_, c)) in enumerate(points.items())})
     out["hgd_iterations"] = len(runs["hgd"]["vals"])
     return out
 
 
-def summarise(runs):
-    """{method: {"mean": [...], "lo": [...], "hi": [...]}} over runs (NaN where undefined)."""
-    out = {}
-    for m in CURVE_METHODS:
-        R = np.array([r[m] for r in runs], dtype=float)
-        out[m] = {"mean": [], "lo": [], "hi": []}
-        for j in range(len(BUDGETS)):
-            col = R[:, j]
-            ci = stats.mean_ci(col) if not np.isnan(col).any() else None
-            for key, val in (("mean", ci and ci.mean), ("lo", ci and ci.low), ("hi", ci and ci.high)):
-                out[m][key].append(None if ci is None else float(val))
+def _ci_lists(R):
+    """{"mean", "lo", "hi"} lists over the columns of ``R`` (runs x budgets); None where a column has NaN."""
+    out = {"mean": [], "lo": [], "hi": []}
+    for col in R.T:
+        ci = None if np.isnan(col).any() else stats.mean_ci(col)
+        for key, val in (("mean", ci and ci.mean), ("lo", ci and ci.low), ("hi", ci and ci.high)):
+            out[key].append(None if ci is None else float(val))
+    return out
+
+
+def summarise(runs, measure="same"):
+    """{method: {"mean": [...], "lo": [...], "hi": [...]}} over runs for one measure ("same" or
+    "retrained"; None where undefined), and {"mean", "lo", "hi", "cost"} for each meta-optimiser."""
+    get = (lambda r: r) if measure == "same" else (lambda r: r["retrained"])
+    out = {m: _ci_lists(np.array([get(r)[m] for r in runs], dtype=float)) for m in CURVE_METHODS}
+    key = "regret" if measure == "same" else "retrained"
     for m in META_METHODS + ("maml0", "fomaml0"):
-        ci = stats.mean_ci([r[m]["regret"] for r in runs])
+        ci = stats.mean_ci([r[m][key] for r in runs])
         out[m] = {"mean": float(ci.mean), "lo": float(ci.low), "hi": float(ci.high), "cost": runs[0][m]["cost"]}
     return out
 
@@ -200,16 +252,23 @@ def _cell(mean, lo, hi):
 
 def tables(res) -> str:
     lines = []
+    for measure, title in (("same", "same-run test regret"), ("retrained", f"re-trained test regret ({N_FRESH} fresh runs)")):
+        for group in ("test", "ood"):
+            s, n = res["summary"][measure][group], len(res["runs"][group])
+            lines.append(f"\n{group} tasks ({n} task x seed runs): {title}, mean [95% CI] at budget")
+            lines.append("method".ljust(12) + "".join(f"{b:>24}" for b in BUDGETS))
+            for m in CURVE_METHODS:
+                lines.append(m.ljust(12) + "".join(_cell(s[m]["mean"][j], s[m]["lo"][j], s[m]["hi"][j])
+                                                   for j in range(len(BUDGETS))))
+            lines.append("meta-optimisers (one point each): method, cost in trainings, test regret")
+            for m in ("shared", "predictor") + tuple(f"{p}{k}" for p in ("maml", "fomaml") for k in (0, 1, 2, 3)):
+                lines.append(f"  {m:<10} {s[m]['cost']:6.2f}  {_cell(s[m]['mean'], s[m]['lo'], s[m]['hi'])}")
     for group in ("test", "ood"):
-        s, n = res["summary"][group], len(res["runs"][group])
-        lines.append(f"\n{group} tasks ({n} task x seed runs): test regret (cross-entropy), mean [95% CI] at budget")
-        lines.append("method".ljust(12) + "".join(f"{b:>24}" for b in BUDGETS))
-        for m in CURVE_METHODS:
-            lines.append(m.ljust(12) + "".join(_cell(s[m]["mean"][j], s[m]["lo"][j], s[m]["hi"][j])
-                                               for j in range(len(BUDGETS))))
-        lines.append("meta-optimisers (one point each): method, cost in trainings, test regret")
-        for m in ("shared", "predictor") + tuple(f"{p}{k}" for p in ("maml", "fomaml") for k in (0, 1, 2, 3)):
-            lines.append(f"  {m:<10} {s[m]['cost']:6.2f}  {_cell(s[m]['mean'], s[m]['lo'], s[m]['hi'])}")
+        R = res["runs"][group]
+        div = {m: sum(r["diverged"][m] for r in R) for m in CURVE_METHODS}
+        div.update({m: sum(r[m]["diverged"] for r in R) for m in ("shared", "predictor")})
+        lines.append(f"\n{group}: fresh runs that diverged, of {N_FRESH * len(R)}, for the incumbent at B={BUDGETS[-1]} "
+                     "(meta-optimisers: their one configuration): " + ", ".join(f"{m} {v}" for m, v in div.items()))
     r = res["ratios"]
     lines.append(f"\ncost ratios: hypergradient through a full training = {r['full']:.2f} trainings, through a "
                  f"cheap (20-step) training = {r['cheap']:.2f}; one training {1000 * r['train_s']:.0f} ms")
@@ -246,7 +305,8 @@ def run(cfg, progress=True):
             "hypergradients": {"shared": shared.hypergradients, "predictor": pred.hypergradients,
                                **{n: m.hypergradients for n, m in mamls.items()}},
             "meta_train_s": times, "state": state, "runs": runs,
-            "summary": {g: summarise(r) for g, r in runs.items()}, "seconds": time.perf_counter() - t_start}
+            "summary": {m: {g: summarise(r, m) for g, r in runs.items()} for m in ("same", "retrained")},
+            "seconds": time.perf_counter() - t_start}
 
 
 def main(argv=None):

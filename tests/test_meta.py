@@ -121,6 +121,23 @@ def test_run_search_and_incumbent_regret(held_out):
     assert len(h) == 2 and p.kinds == ["hypergradient", "hypergradient"]
 
 
+def test_incumbents_and_retrain(held_out):
+    # the incumbent is the lowest validation loss among evaluations paid within the budget
+    assert meta.incumbents([3.0, 1.0, 2.0, 0.5], [1.0, 1.0, 1.0, 1.5], [0.9, 1, 2, 3, 4.5]) == [None, 0, 1, 1, 3]
+    C = meta.random_configs(3, seed=2)
+    T = meta.retrain(held_out, C, [5, 6], steps=20)
+    assert T.shape == (3, 2) and bool((T <= meta.CAP).all())
+    # column r is a fresh training from run seed r: the same numbers as evaluating on that seed
+    torch.testing.assert_close(T[:, 1], meta.evaluate(held_out, C, 6, steps=20)[1])
+    assert not torch.equal(T[:, 0], T[:, 1])  # different seeds, different runs
+
+
+def test_sample_specs_respects_the_half_of_a_source():
+    # breast_cancer (569 rows, 2 classes) allows at most 284 training rows; 60 draws hit the cap
+    specs = meta.sample_specs(["breast_cancer"], 60, seed=100)
+    assert max(s.n_train for s in specs) <= 284
+
+
 # ---- bad input: clear errors naming the argument ----
 
 def test_empty_task_set_is_refused():
@@ -174,3 +191,7 @@ def test_other_bad_inputs(tasks, held_out):
         meta.MetaHGD(k=-1)
     with pytest.raises(ValueError, match="vals, tests and costs must have the same length"):
         meta.incumbent_regret([1.0], [1.0, 2.0], [1.0], [1], 0.0)
+    with pytest.raises(ValueError, match="vals and costs must have the same length"):
+        meta.incumbents([1.0, 2.0], [1.0], [1])
+    with pytest.raises(ValueError, match="seeds must name at least one run seed"):
+        meta.retrain(held_out, meta.random_configs(1), [])

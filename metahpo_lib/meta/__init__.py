@@ -26,11 +26,11 @@ from .training import (BATCH, CAP, CHEAP_STEPS, DEFAULT, DIVERGED, HIGH, KEYS, L
                        clamp, evaluate, hypergradient, network, random_configs, to_config, to_hparams, to_vector,
                        val_loss)
 from .optimisers import HyperPredictor, MetaHGD, SharedSetting, check_tasks, maml_meta_gradient
-from .compare import BASELINES, incumbent_regret, run_search
+from .compare import BASELINES, incumbent_regret, incumbents, retrain, run_search
 
 __all__ = ["CLASSES", "META_FEATURES", "META_TEST_SOURCES", "META_TRAIN_SOURCES", "SOURCES", "TRANSFORMS", "WIDTH",
            "Task", "TaskSpec", "check_split", "make_task", "make_tasks", "meta_features", "sample_specs", "BATCH",
            "CAP", "CHEAP_STEPS", "DEFAULT", "DIVERGED", "HIGH", "KEYS", "LOW", "PHASES", "SPACE", "STEPS",
            "TaskProblem", "clamp", "evaluate", "hypergradient", "network", "random_configs", "to_config",
            "to_hparams", "to_vector", "val_loss", "HyperPredictor", "MetaHGD", "SharedSetting", "check_tasks",
-           "maml_meta_gradient", "BASELINES", "incumbent_regret", "run_search"]
+           "maml_meta_gradient", "BASELINES", "incumbent_regret", "incumbents", "retrain", "run_search"]

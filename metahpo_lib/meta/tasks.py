@@ -238,7 +238,7 @@ def sample_specs(sources, n: int, *, seed: int = 0, ood: bool = False) -> list[T
         src = sources[i % len(sources)]
         rows, classes = _pool_size(src)
         c = int(rng.integers(2, min(5, classes) + 1))
-        cap = min(300, int(0.8 * rows * c / classes) - 2 * _EVAL_MIN)
+        cap = min(300, rows // 2, int(0.8 * rows * c / classes) - 2 * _EVAL_MIN)
         n_train = int(math.exp(rng.uniform(math.log(40), math.log(max(cap, 41)))))
         out.append(TaskSpec(src, c, min(n_train, cap), float(rng.uniform(0, 0.3)), str(rng.choice(TRANSFORMS)),
                             float(math.exp(rng.uniform(math.log(lo), math.log(hi)))), float(rng.uniform()),
