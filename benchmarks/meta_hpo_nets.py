@@ -2,7 +2,7 @@
 Writes ``benchmarks/results/meta_hpo_nets.json`` (loaded by ``notebooks/07_meta_learning_hpo.ipynb``)
 and prints the tables.
 
-    python benchmarks/meta_hpo_nets.py            # 72 min (4322 s) on 2 cores shared with ~5 other jobs (2 processes)
+    python benchmarks/meta_hpo_nets.py            # 40 min (2400 s) on 2 cores shared with one other job (2 processes)
     python benchmarks/meta_hpo_nets.py --quick    # a smoke run (tiny sizes, saves nothing): 26 s on the idle machine, ~2.5 min under load
     python benchmarks/meta_hpo_nets.py --tables   # print the tables of the saved results
 
@@ -43,31 +43,92 @@ predictor meta-trained on digits_0to4 + breast_cancer, tested on blobs tasks).
   validation loss. Mean and 95% Student-t interval (``stats.mean_ci``) over task x seed runs; "-"
   where a method cannot spend so little.
 
-Latest results (CPU, 1 thread per process, 2 processes on a 2-core machine shared with other jobs):
+Latest results (CPU, 1 thread per process, 2 processes on a 2-core machine shared with one other
+job; 2400 s in all):
 
-    test tasks (12 task x seed runs): test regret (cross-entropy), mean [95% CI] at budget
-    method                   1                     5                    10                    25                    50
-    random      1.978 [0.592, 3.364]  0.372 [0.205, 0.539]  0.230 [0.093, 0.367]  0.189 [0.087, 0.291]  0.113 [0.072, 0.154]
-    tpe         2.749 [1.433, 4.065]  0.243 [0.109, 0.377]  0.220 [0.087, 0.353]  0.150 [0.047, 0.254]  0.096 [0.054, 0.139]
-    gp          2.749 [1.433, 4.065]  0.243 [0.109, 0.377]  0.220 [0.087, 0.353]  0.132 [0.071, 0.193]  0.110 [0.062, 0.157]
-    hgd                  -            0.116 [0.074, 0.158]  0.085 [0.054, 0.116]  0.052 [0.021, 0.082]  0.036 [0.013, 0.060]
-    shared+hgd  0.135 [0.095, 0.176]  0.113 [0.077, 0.150]  0.087 [0.053, 0.122]  0.046 [0.029, 0.062]  0.023 [0.009, 0.038]
-    meta-optimisers: cost in trainings, test regret
-      shared 1.00 0.135 [0.095, 0.176]   predictor 1.00 0.200 [0.115, 0.285]
-      maml k=0..3 (1.00, 1.63, 2.26, 2.89): 0.139, 0.134, 0.160, 0.207
-      fomaml k=0..3: 0.294, 0.226, 0.173, 0.149
+    test tasks (24 task x seed runs): same-run test regret, mean [95% CI] at budget
+    method                             1                       5                      10                      25                      50
+    random          1.727 [1.079, 2.375]    0.503 [0.363, 0.644]    0.176 [0.105, 0.246]    0.155 [0.097, 0.212]    0.107 [0.079, 0.135]
+    tpe             2.430 [1.589, 3.270]    0.206 [0.137, 0.275]    0.204 [0.135, 0.274]    0.124 [0.086, 0.162]    0.106 [0.061, 0.150]
+    gp              2.430 [1.589, 3.270]    0.206 [0.137, 0.275]    0.204 [0.135, 0.274]    0.122 [0.092, 0.152]    0.115 [0.091, 0.140]
+    hgd                    -                0.109 [0.089, 0.130]    0.087 [0.066, 0.108]   0.166 [-0.009, 0.342]   0.156 [-0.019, 0.330]
+    shared+hgd      0.149 [0.109, 0.188]    0.115 [0.084, 0.146]    0.098 [0.077, 0.118]    0.080 [0.054, 0.105]    0.069 [0.040, 0.097]
+    meta-optimisers (one point each): method, cost in trainings, test regret
+      shared       1.00      0.149 [0.109, 0.188]
+      predictor    1.00      0.118 [0.092, 0.144]
+      maml0        1.00      0.137 [0.100, 0.174]
+      maml1        1.83      0.134 [0.094, 0.174]
+      maml2        2.67      0.140 [0.099, 0.181]
+      maml3        3.50      0.148 [0.104, 0.192]
+      fomaml0      1.00      0.274 [0.164, 0.383]
+      fomaml1      1.83      0.190 [0.123, 0.256]
+      fomaml2      2.67      0.135 [0.098, 0.173]
+      fomaml3      3.50      0.121 [0.091, 0.150]
 
-    ood tasks (8 task x seed runs)
-    random      3.944 [2.806, 5.082]  1.168 [0.876, 1.459]  0.734 [0.357, 1.111]  0.684 [0.332, 1.037]  0.301 [0.150, 0.453]
-    tpe         3.143 [1.756, 4.530]  1.596 [0.962, 2.230]  1.719 [0.704, 2.734]  0.962 [-0.350, 2.273] 0.356 [0.189, 0.524]
-    gp          3.143 [1.756, 4.530]  1.596 [0.962, 2.230]  1.719 [0.704, 2.734]  0.439 [0.133, 0.745]  0.367 [0.060, 0.674]
-    hgd                  -            0.132 [0.049, 0.216]  0.117 [0.023, 0.212]  0.106 [0.048, 0.165]  0.048 [0.003, 0.093]
-    shared+hgd  0.305 [0.083, 0.527]  0.184 [0.087, 0.282]  0.163 [0.064, 0.263]  0.162 [0.078, 0.246]  0.098 [0.048, 0.147]
-      shared 1.00 0.305 [0.083, 0.527]   predictor 1.00 0.326 [0.108, 0.545]
-      maml k=0..3: 0.266, 0.245, 0.400, 0.348;  fomaml k=0..3: 0.142, 0.150, 0.174, 0.208
+    ood tasks (12 task x seed runs): same-run test regret, mean [95% CI] at budget
+    method                             1                       5                      10                      25                      50
+    random          3.030 [1.749, 4.311]    0.765 [0.476, 1.054]    0.490 [0.220, 0.760]   0.728 [-0.119, 1.575]    0.264 [0.079, 0.448]
+    tpe             3.038 [1.919, 4.157]    0.680 [0.392, 0.968]    0.570 [0.292, 0.848]    0.461 [0.174, 0.749]    0.387 [0.084, 0.690]
+    gp              3.038 [1.919, 4.157]    0.680 [0.392, 0.968]    0.570 [0.292, 0.848]    0.194 [0.085, 0.304]    0.143 [0.031, 0.254]
+    hgd                    -                0.107 [0.055, 0.159]    0.071 [0.025, 0.116]    0.071 [0.034, 0.108]    0.048 [0.013, 0.082]
+    shared+hgd      0.274 [0.113, 0.435]    0.217 [0.100, 0.335]    0.183 [0.060, 0.305]    0.061 [0.028, 0.094]    0.047 [0.017, 0.077]
+    meta-optimisers (one point each): method, cost in trainings, test regret
+      shared       1.00      0.274 [0.113, 0.435]
+      predictor    1.00      0.123 [0.060, 0.187]
+      maml0        1.00      0.865 [0.012, 1.718]
+      maml1        1.83     0.835 [-0.028, 1.697]
+      maml2        2.67     0.809 [-0.114, 1.733]
+      maml3        3.50     0.836 [-0.104, 1.777]
+      fomaml0      1.00      0.158 [0.065, 0.251]
+      fomaml1      1.83      0.178 [0.083, 0.274]
+      fomaml2      2.67      0.182 [0.083, 0.281]
+      fomaml3      3.50      0.176 [0.077, 0.275]
 
-    cost ratios: hypergradient through a full training = 1.21 trainings, through a cheap one = 0.63
-    meta-training: shared 39 s (120 hypergradients), predictor 85 s (120), maml 256 s (240), fomaml 120 s (240)
+    test tasks (24 task x seed runs): re-trained test regret (4 fresh runs), mean [95% CI] at budget
+    method                             1                       5                      10                      25                      50
+    random          1.911 [1.337, 2.484]    0.701 [0.391, 1.010]    0.233 [0.073, 0.393]    0.208 [0.113, 0.304]    0.232 [0.108, 0.355]
+    tpe             2.234 [1.489, 2.978]    0.287 [0.140, 0.434]    0.370 [0.199, 0.542]    0.216 [0.086, 0.346]    0.242 [0.131, 0.353]
+    gp              2.234 [1.489, 2.978]    0.287 [0.140, 0.434]    0.370 [0.199, 0.542]    0.187 [0.072, 0.303]    0.242 [0.137, 0.347]
+    hgd                    -                0.049 [0.036, 0.061]    0.063 [0.044, 0.082]    0.175 [0.022, 0.328]    0.245 [0.069, 0.421]
+    shared+hgd      0.064 [0.044, 0.084]    0.041 [0.025, 0.058]    0.045 [0.031, 0.060]    0.064 [0.044, 0.084]    0.098 [0.061, 0.134]
+    meta-optimisers (one point each): method, cost in trainings, test regret
+      shared       1.00      0.064 [0.044, 0.084]
+      predictor    1.00      0.035 [0.019, 0.051]
+      maml0        1.00      0.055 [0.038, 0.071]
+      maml1        1.83      0.046 [0.029, 0.062]
+      maml2        2.67      0.053 [0.038, 0.068]
+      maml3        3.50      0.055 [0.040, 0.069]
+      fomaml0      1.00      0.195 [0.082, 0.308]
+      fomaml1      1.83      0.112 [0.047, 0.178]
+      fomaml2      2.67      0.056 [0.028, 0.083]
+      fomaml3      3.50      0.040 [0.028, 0.051]
+
+    ood tasks (12 task x seed runs): re-trained test regret (4 fresh runs), mean [95% CI] at budget
+    method                             1                       5                      10                      25                      50
+    random          2.599 [1.491, 3.707]    1.649 [0.915, 2.384]    1.022 [0.294, 1.751]    0.887 [0.189, 1.586]    0.347 [0.152, 0.542]
+    tpe             3.043 [1.956, 4.130]    1.165 [0.515, 1.815]    0.892 [0.574, 1.210]    1.070 [0.316, 1.825]    0.906 [0.356, 1.455]
+    gp              3.043 [1.956, 4.130]    1.165 [0.515, 1.815]    0.892 [0.574, 1.210]    0.410 [0.213, 0.608]    0.382 [0.062, 0.703]
+    hgd                    -               0.150 [-0.081, 0.382]    0.036 [0.016, 0.056]    0.099 [0.019, 0.180]    0.176 [0.030, 0.323]
+    shared+hgd      0.253 [0.118, 0.387]    0.189 [0.066, 0.312]   0.188 [-0.006, 0.382]    0.161 [0.013, 0.308]    0.197 [0.032, 0.362]
+    meta-optimisers (one point each): method, cost in trainings, test regret
+      shared       1.00      0.253 [0.118, 0.387]
+      predictor    1.00      0.041 [0.004, 0.077]
+      maml0        1.00      0.529 [0.253, 0.804]
+      maml1        1.83      1.044 [0.058, 2.030]
+      maml2        2.67      0.665 [0.023, 1.307]
+      maml3        3.50      0.400 [0.035, 0.764]
+      fomaml0      1.00      0.078 [0.009, 0.148]
+      fomaml1      1.83      0.070 [0.007, 0.133]
+      fomaml2      2.67      0.077 [0.017, 0.137]
+      fomaml3      3.50      0.082 [0.019, 0.146]
+
+    test: fresh runs that diverged, of 96, for the incumbent at B=50 (meta-optimisers: their one configuration): random 0, tpe 0, gp 0, hgd 0, shared+hgd 0, shared 0, predictor 0
+
+    ood: fresh runs that diverged, of 48, for the incumbent at B=50 (meta-optimisers: their one configuration): random 0, tpe 2, gp 1, hgd 0, shared+hgd 0, shared 0, predictor 0
+
+    cost ratios: hypergradient through a full training = 1.64 trainings, through a cheap (20-step) training = 0.83; one training 101 ms
+    meta-training: shared 83 s (480 hypergradients), predictor 86 s (480 hypergradients), maml 54 s (240 hypergradients), fomaml 40 s (240 hypergradients)
+    run time 2400 s
 """
 
 from __future__ import annotations
