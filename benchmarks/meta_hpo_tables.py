@@ -6,7 +6,7 @@ file) and prints the tables below.
     python benchmarks/meta_hpo_tables.py            # both families (hpobench, hpolib)
     python benchmarks/meta_hpo_tables.py --family hpolib --no-gp   # one family (the file keeps the other), no GP
     python benchmarks/meta_hpo_tables.py --tables   # print the tables of the saved results
-    python benchmarks/meta_hpo_tables.py --quick    # a smoke run in seconds (tiny sizes; saves nothing)
+    python benchmarks/meta_hpo_tables.py --quick    # a smoke run in seconds (tiny sizes; saves nothing without --out)
     python benchmarks/meta_hpo_tables.py --no-gp --out /tmp/tables.json   # write elsewhere
 
 Protocol (fixed before the run; nothing is fitted on the held-out data set):
@@ -170,12 +170,13 @@ def main(argv=None):
     p.add_argument("--family", choices=["all", *FAMILIES], default="all")
     p.add_argument("--no-gp", action="store_true", help="leave out Optuna's GP sampler (the slowest method)")
     p.add_argument("--tables", action="store_true", help="print the tables of the saved results")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, prints the tables, saves nothing")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, prints the tables, saves nothing without --out")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--jobs", type=int, default=1, help="processes, each holding out some of the data sets")
-    p.add_argument("--out", type=Path, default=OUT, help=f"results JSON to write (and --tables to read); default {OUT}")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"results JSON to write (also with --quick) and --tables to read; default {OUT}")
     a = p.parse_args(argv)
-    out = a.out
+    out = a.out or OUT
     if a.tables:
         for fam in json.loads(out.read_text())["families"].values():
             print(table(fam))
@@ -192,7 +193,7 @@ def main(argv=None):
                       datasets={"hpobench": ["car", "kc1", "vehicle"], "hpolib": None}[b])
         fam = run_family(b, methods=methods, progress=not a.no_progress, jobs=a.jobs, **kw)
         print(table(fam), flush=True)
-        if not a.quick:  # read just before writing: one process per family may share the file
+        if not a.quick or a.out:  # read just before writing: one process per family may share the file
             out.parent.mkdir(parents=True, exist_ok=True)
             saved = json.loads(out.read_text()) if out.exists() else {"families": {}}
             saved["families"][b] = fam
