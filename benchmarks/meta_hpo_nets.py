@@ -232,7 +232,8 @@ def _searches(task, seed, cfg, r_full, shared):
     runs["shared+hgd"] = {k: hg[k] for k in ("vals", "tests", "costs", "configs")}
     for r in runs.values():
         if "C" not in r:
-            r["C"] = torch.stack([meta.to_vector(c) for c in r.pop("configs")]) if r["configs"] else torch.zeros(0, 25)
+            configs = r.pop("configs")
+            r["C"] = torch.stack([meta.to_vector(c) for c in configs]) if configs else torch.zeros(0, len(meta.KEYS))
     return runs, (ref, ref_val, ref_test)
 
 
